@@ -1,0 +1,153 @@
+"""LongBench-v2 (THUDM/LongBench, v2), the official protocol.
+
+Templates are the official prompt files, verbatim (no trailing newline; the chain-of-thought ones
+use U+2019 in "Let’s"), filled by plain string replacement with stripped fields. Answers are
+extracted by the official rule only: remove ``*``, then ``The correct answer is \\(([A-D])\\)``, else
+``The correct answer is ([A-D])``, else no answer (null, scored wrong). Buckets follow the official
+``result.py``: easy vs the rest, short / medium / the rest, using the dataset's own labels.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..datafiles import file_digest, read_records
+from ..engines.base import SamplingSettings
+from ..errors import DataError
+from .base import Benchmark, DataSource, GenerationBenchmark, Item, require_fields
+
+HUB_ID = "THUDM/LongBench-v2"
+FIELDS = ("_id", "question", "choice_A", "choice_B", "choice_C", "choice_D", "answer", "context",
+          "difficulty", "length")
+_CHOICES = "Choices:\n(A) $C_A$\n(B) $C_B$\n(C) $C_C$\n(D) $C_D$"
+TEMPLATE_0SHOT = (
+    "Please read the following text and answer the question below.\n\n<text>\n$DOC$\n</text>\n\n"
+    "What is the correct answer to this question: $Q$\n" + _CHOICES + "\n\n"
+    'Format your response as follows: "The correct answer is (insert answer here)".'
+)
+TEMPLATE_0SHOT_COT = (
+    "Please read the following text and answer the questions below.\n\n<text>\n$DOC$\n</text>\n\n"
+    "What is the correct answer to this question: $Q$\n" + _CHOICES + "\n\nLet\u2019s think step by step:"
+)
+TEMPLATE_0SHOT_COT_ANS = (
+    "Please read the following text and answer the questions below.\n\nThe text is too long and omitted here.\n\n"
+    "What is the correct answer to this question: $Q$\n" + _CHOICES + "\n\nLet\u2019s think step by step: $COT$\n\n"
+    'Based on the above, what is the single, most likely answer choice? Format your response as follows: '
+    '"The correct answer is (insert answer here)".'
+)
+TEMPLATE_NO_CONTEXT = (
+    "What is the correct answer to this question: $Q$\n" + _CHOICES + "\n\n"
+    'What is the single, most likely answer choice? Format your response as follows: '
+    '"The correct answer is (insert answer here)".'
+)
+_PAREN = re.compile(r"The correct answer is \(([A-D])\)")
+_BARE = re.compile(r"The correct answer is ([A-D])")
+
+
+def fill(template: str, item: Mapping[str, Any], cot: str = "") -> str:
+    """The official substitution: plain replaces, every field stripped."""
+    return (template.replace("$DOC$", str(item.get("context", "")).strip())
+            .replace("$Q$", str(item["question"]).strip())
+            .replace("$C_A$", str(item["choice_A"]).strip())
+            .replace("$C_B$", str(item["choice_B"]).strip())
+            .replace("$C_C$", str(item["choice_C"]).strip())
+            .replace("$C_D$", str(item["choice_D"]).strip())
+            .replace("$COT$", cot.strip()))
+
+
+def extract_answer(response: str) -> str | None:
+    """The official extractor; None means no answer (counted as null and wrong)."""
+    response = response.replace("*", "")
+    m = _PAREN.search(response) or _BARE.search(response)
+    return m.group(1) if m else None
+
+
+def official_buckets(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """``result.py``'s table: overall, easy/hard, short/medium/long, x100 rounded to one decimal."""
+
+    def pct(rows: list[Mapping[str, Any]]) -> float:
+        return round(100 * sum(1 for r in rows if r["correct"]) / len(rows), 1) if rows else 0.0
+
+    rows = list(records)
+    return {
+        "overall": pct(rows),
+        "easy": pct([r for r in rows if r.get("difficulty") == "easy"]),
+        "hard": pct([r for r in rows if r.get("difficulty") != "easy"]),
+        "short": pct([r for r in rows if r.get("length") == "short"]),
+        "medium": pct([r for r in rows if r.get("length") == "medium"]),
+        "long": pct([r for r in rows if r.get("length") not in ("short", "medium")]),
+    }
+
+
+def to_item(raw: Mapping[str, Any], where: str) -> Item:
+    require_fields(raw, FIELDS, where)
+    if raw["answer"] not in ("A", "B", "C", "D"):
+        raise DataError(f"{where}: field 'answer' is {raw['answer']!r}; expected one of A, B, C, D")
+    meta = {"difficulty": raw["difficulty"], "length": raw["length"]}
+    if "domain" in raw:
+        meta["domain"] = raw["domain"]
+    return Item(id=str(raw["_id"]), gold=raw["answer"], fields=dict(raw), meta=meta)
+
+
+def load_file(path: Path, limit: int | None = None) -> list[Item]:
+    items: list[Item] = []
+    for where, raw in read_records(path, "longbench_v2"):
+        items.append(to_item(raw, where))
+        if limit is not None and len(items) >= limit:
+            break
+    return items
+
+
+def load_hub(limit: int | None = None) -> tuple[list[Item], str]:
+    try:
+        import datasets
+    except ImportError:
+        raise DataError("longbench_v2 from the hub needs the 'datasets' package: pip install 'lcplugin[hub]', "
+                        "or pass a local file with --lc-data longbench_v2=PATH") from None
+    ds = datasets.load_dataset(HUB_ID, split="train")
+    items = []
+    for index, raw in enumerate(ds):
+        items.append(to_item(raw, f"{HUB_ID} row {index}"))
+        if limit is not None and len(items) >= limit:
+            break
+    return items, f"hub:{HUB_ID}@{getattr(ds, '_fingerprint', '')}"
+
+
+class LongBenchV2(GenerationBenchmark):
+    name = "longbench_v2"
+    default_sampling = SamplingSettings(max_new_tokens=128, temperature=0.1)
+
+    def load_items(self, source: DataSource, ctx: int, limit: int | None) -> list[Item]:
+        if source.kind == "file":
+            return load_file(Path(source.location), limit)
+        if source.kind == "hub":
+            return load_hub(limit)[0]
+        if source.kind == "synthetic":
+            from .synthetic import synthetic_longbench
+
+            return [to_item(raw, f"synthetic item {i}") for i, raw in enumerate(synthetic_longbench(limit or 8))]
+        raise DataError(f"longbench_v2: unknown data source kind {source.kind!r}")
+
+    def prompt_text(self, item: Item) -> str:
+        return fill(TEMPLATE_0SHOT, item.fields)
+
+    def score(self, item: Item, response: str) -> dict[str, Any]:
+        pred = extract_answer(response)
+        return {"pred": pred, "correct": pred == item.gold, "null": pred is None}
+
+    def aggregate(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        buckets = official_buckets(records)
+        return {"buckets": buckets, "official": buckets}
+
+
+def describe_source(kind: str, location: str) -> DataSource:
+    """A DataSource with its digest (file contents, or the synthetic generator's version)."""
+    if kind == "file":
+        return DataSource(kind=kind, location=location, digest=file_digest(Path(location)))
+    return DataSource(kind=kind, location=location, digest=f"{kind}:{location}")
+
+
+__all__ = ["Benchmark", "LongBenchV2", "extract_answer", "fill", "official_buckets"]

@@ -1,0 +1,122 @@
+"""The engine seam: what every engine takes and returns, and the lazy registry.
+
+Prompts travel as token ids, never text: the token budget is then exact, nothing is re-tokenized,
+and the same ids can be decoded for people by the ``prompt`` command. Timings are measured inside
+the engine (the worker process), after a device synchronize, so the parent's scheduling and pickling
+never leak into time-to-first-token or decode speed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from ..errors import EngineError
+
+# name -> "module:Class". Modules are imported only when their engine is chosen, so a machine
+# without vLLM or mamba-ssm never imports them.
+_REGISTRY: dict[str, str] = {
+    "hf": "lcplugin.engines.hf:HFEngine",
+}
+SIZED_BY_CONTEXT = frozenset({"vllm"})  # engines whose memory plan depends on the context length
+_EXTRAS = {"vllm": "pip install 'lcplugin[vllm]'", "mamba_ssm": "pip install 'lcplugin[mamba]' (needs CUDA)"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingSettings:
+    """How to decode. ``temperature == 0`` means greedy; otherwise pure temperature sampling
+    (top-p 1, top-k off), seeded per batch, whatever the model's own generation config says."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Completion:
+    """One prompt's output. Timings belong to the batch the prompt ran in (``batch_id``)."""
+
+    text: str
+    prompt_tokens: int
+    output_tokens: int
+    output_ids: tuple[int, ...] = ()
+    batch_id: int = 0
+    batch_size: int = 1
+    ttft_s: float | None = None  # prefill + first token of the batch, after a synchronize
+    decode_s: float | None = None  # from the first token to the last of the batch
+    finish_reason: str = "length"  # "stop" (end-of-sequence token) or "length"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogLikelihood:
+    """Summed negative log-likelihood (nats) of the last ``n_tokens`` tokens of a sequence."""
+
+    nll: float
+    n_tokens: int
+    seconds: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    """Everything an engine needs to load a model; picklable, so it crosses into the worker."""
+
+    engine: str
+    model: str  # spec name, for messages
+    source: str  # local folder or hub id
+    tokenizer: str
+    dtype: str = "bfloat16"
+    revision: str | None = None
+    trust_remote_code: bool = False
+    rope: Mapping[str, Any] | None = None
+    max_model_len: int | None = None
+    engine_args: Mapping[str, Any] = field(default_factory=dict)
+
+    def key(self) -> str:
+        """Equal keys mean one loaded engine can serve both configurations."""
+        data = asdict(self)
+        data["engine_args"] = dict(self.engine_args)
+        data["rope"] = dict(self.rope) if self.rope else None
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Engine(Protocol):
+    """What the suite asks of an inference engine."""
+
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingSettings) -> list[Completion]: ...
+
+    def loglikelihood(self, tokens: Sequence[int], score_last: int) -> LogLikelihood: ...
+
+    def telemetry(self) -> dict[str, Any]:
+        """Peak memory figures and device facts since the last ``reset_peaks``."""
+        ...
+
+    def reset_peaks(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def registered_engines() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def engine_class(name: str) -> type:
+    """Import and return the engine class registered as ``name``."""
+    if name not in _REGISTRY:
+        raise EngineError(
+            f"engine {name!r} is not available in this version of lcplugin; available: {', '.join(_REGISTRY)}"
+        )
+    module_name, _, cls_name = _REGISTRY[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        hint = _EXTRAS.get(name, "")
+        raise EngineError(f"engine {name!r} cannot be imported ({exc}); {hint}".rstrip("; ")) from exc
+    return getattr(module, cls_name)

@@ -1,0 +1,174 @@
+"""The Hugging Face transformers engine: any ``AutoModelForCausalLM``, on CPU or CUDA.
+
+Batched generation with left padding; batches are formed from prompts sorted by length under a
+token budget (``max_batch_tokens``) and a size cap (``max_batch_size``), so long contexts run one at
+a time while short ones share a batch. Time to first token is read when ``generate`` hands the first
+new token to a streamer (it copies the token to the host, which synchronizes the device).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .. import telemetry
+from .base import Completion, EngineConfig, LogLikelihood, SamplingSettings
+
+_DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
+
+
+class _FirstTokenClock:
+    """A generate() streamer that records when the first generated token reaches the host."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.first_token_at: float | None = None
+
+    def put(self, value: Any) -> None:
+        self.calls += 1
+        if self.calls == 2 and self.first_token_at is None:  # call 1 carries the prompt
+            self.first_token_at = time.perf_counter()
+
+    def end(self) -> None:
+        pass
+
+
+class HFEngine:
+    def __init__(self, config: EngineConfig) -> None:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        self.config = config
+        args = dict(config.engine_args)
+        self.device = args.pop("device", "cuda" if torch.cuda.is_available() else "cpu")
+        self.max_batch_size = int(args.pop("max_batch_size", 1))
+        self.max_batch_tokens = int(args.pop("max_batch_tokens", 1 << 17))
+        attn = args.pop("attn_implementation", "sdpa" if self.device.startswith("cuda") else None)
+        common = {"revision": config.revision, "trust_remote_code": config.trust_remote_code}
+        self.tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, **common)
+        model_config = AutoConfig.from_pretrained(config.source, **common)
+        if config.rope:
+            base = dict(getattr(model_config, "rope_parameters", None) or {})
+            model_config.rope_parameters = {**base, **config.rope}
+        dtype = getattr(torch, _DTYPES[config.dtype]) if config.dtype in _DTYPES else "auto"
+        kwargs: dict[str, Any] = {"config": model_config, "dtype": dtype, **common, **args}
+        if attn:
+            kwargs["attn_implementation"] = attn
+        try:
+            self.model = AutoModelForCausalLM.from_pretrained(config.source, **kwargs)
+        except (ValueError, ImportError) as exc:
+            if attn and ("attn_implementation" in str(exc) or "sdpa" in str(exc).lower()):
+                kwargs.pop("attn_implementation", None)
+                self.model = AutoModelForCausalLM.from_pretrained(config.source, **kwargs)
+            else:
+                raise
+        self.model.to(self.device).eval()
+        gen = self.model.generation_config
+        eos = gen.eos_token_id if gen.eos_token_id is not None else self.tokenizer.eos_token_id
+        self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
+        self._batch_counter = 0
+
+    # -- generation -------------------------------------------------------------------------
+    def _batches(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        batches: list[list[int]] = []
+        for i in order:
+            if batches:
+                cur = batches[-1]
+                longest = len(prompts[cur[0]])
+                if len(cur) < self.max_batch_size and (len(cur) + 1) * longest <= self.max_batch_tokens:
+                    cur.append(i)
+                    continue
+            batches.append([i])
+        return batches
+
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingSettings) -> list[Completion]:
+        out: dict[int, Completion] = {}
+        for batch in self._batches(prompts):
+            for i, c in zip(batch, self._generate_batch([prompts[i] for i in batch], sampling), strict=True):
+                out[i] = c
+        return [out[i] for i in range(len(prompts))]
+
+    def _generate_batch(self, prompts: list[Sequence[int]], sampling: SamplingSettings) -> list[Completion]:
+        import torch
+
+        self._batch_counter += 1
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, p in enumerate(prompts):
+            ids[row, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
+            mask[row, width - len(p):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": sampling.max_new_tokens, "min_new_tokens": 1,
+            "eos_token_id": self.eos_ids or None, "pad_token_id": self.pad_id,
+            "num_beams": 1, "top_p": 1.0, "top_k": 0,
+        }
+        if sampling.greedy:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=sampling.temperature)
+            torch.manual_seed(sampling.seed)
+        clock = _FirstTokenClock()
+        telemetry.synchronize()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            result = self.model.generate(input_ids=ids, attention_mask=mask, streamer=clock, **kwargs)
+        telemetry.synchronize()
+        end = time.perf_counter()
+        first = clock.first_token_at or end
+        completions = []
+        for row, p in enumerate(prompts):
+            new = result[row, width:].tolist()
+            finish = "length"
+            for j, tok in enumerate(new):
+                if tok in self.eos_ids:
+                    new, finish = new[: j + 1], "stop"
+                    break
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            completions.append(Completion(
+                text=text, prompt_tokens=len(p), output_tokens=len(new), output_ids=tuple(new),
+                batch_id=self._batch_counter, batch_size=len(prompts),
+                ttft_s=first - start, decode_s=end - first, finish_reason=finish))
+        return completions
+
+    # -- scoring ----------------------------------------------------------------------------
+    def loglikelihood(self, tokens: Sequence[int], score_last: int) -> LogLikelihood:
+        import torch
+
+        if not 0 < score_last < len(tokens):
+            raise ValueError(f"score_last={score_last} must be in 1..{len(tokens) - 1}")
+        ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)
+        telemetry.synchronize()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            try:
+                logits = self.model(input_ids=ids, logits_to_keep=score_last + 1).logits
+            except TypeError:
+                logits = self.model(input_ids=ids).logits
+            logits = logits[0, -(score_last + 1):-1].float()
+            targets = ids[0, -score_last:]
+            nll = torch.nn.functional.cross_entropy(logits, targets, reduction="sum").item()
+        telemetry.synchronize()
+        return LogLikelihood(nll=float(nll), n_tokens=score_last, seconds=time.perf_counter() - start)
+
+    # -- telemetry --------------------------------------------------------------------------
+    def telemetry(self) -> dict[str, Any]:
+        return {**telemetry.process_snapshot(), "device": telemetry.device_name()}
+
+    def reset_peaks(self) -> None:
+        telemetry.reset_torch_peak()
+
+    def close(self) -> None:
+        import gc
+
+        del self.model
+        gc.collect()
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()

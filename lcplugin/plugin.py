@@ -1,0 +1,169 @@
+"""The pytest plugin: options, the model x context matrix, test order, fixtures, terminal summary.
+
+It only wires: options and specs become parameters, each test gets its engine and runs
+``runner.run_case``, and a gate verdict becomes pass or fail. Nothing here knows how an engine or a
+benchmark works. The plugin is inert in test sessions that collect no ``lc_case`` test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .contexts import parse_ctx_list
+from .errors import LcError
+from .session import Case, LcSession, Settings, parse_data_options
+
+_SESSION = pytest.StashKey[LcSession]()
+_BENCH_ORDER = ("longbench_v2", "ada_leval_bestanswer", "ada_leval_tsort", "pg19")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("lcplugin", "long-context benchmarks (lcplugin)")
+    g.addoption("--lc-models", default=None, metavar="NAMES|all",
+                help="comma-separated model spec names, or 'all' (default: all)")
+    g.addoption("--lc-ctx", default=None, metavar="8k,32k,...",
+                help="context lengths for every model (default: each spec's own 'contexts')")
+    g.addoption("--lc-limit", type=int, default=None, metavar="N", help="items per test (default: all; 8 for synthetic data)")
+    g.addoption("--lc-data", action="append", default=[], metavar="BENCH=PATH",
+                help="local data file for a benchmark (repeatable)")
+    g.addoption("--lc-results", default="results", metavar="DIR", help="where run folders go (default: results/)")
+    g.addoption("--lc-baselines", default="baselines", metavar="DIR", help="baseline folder (default: baselines/)")
+    g.addoption("--lc-update-baselines", action="store_true", help="record this run's figures as the baselines")
+    g.addoption("--lc-engine", default=None, metavar="NAME", help="override every spec's engine (hf, vllm, mamba_ssm)")
+    g.addoption("--lc-specs", action="append", default=[], metavar="DIR",
+                help="extra folder of model spec files (repeatable; a spec replaces a built-in of the same name)")
+    g.addoption("--lc-alpha", type=float, default=0.05, metavar="A",
+                help="significance level of the regression gates (default 0.05)")
+    g.addoption("--lc-sampling", choices=("official", "greedy"), default="official",
+                help="decode with each benchmark's official sampling (default) or greedily")
+
+
+def _settings(config: pytest.Config) -> Settings:
+    opt = config.getoption
+    ctx = opt("--lc-ctx")
+    limit = opt("--lc-limit")
+    if limit is not None and limit <= 0:
+        raise LcError(f"--lc-limit {limit}: give a positive number of items")
+    alpha = opt("--lc-alpha")
+    if not 0 < alpha < 1:
+        raise LcError(f"--lc-alpha {alpha}: give a level between 0 and 1, e.g. 0.05")
+    return Settings(
+        models=opt("--lc-models"), ctx=tuple(parse_ctx_list(ctx)) if ctx else None, limit=limit,
+        data=parse_data_options(opt("--lc-data")), results=Path(opt("--lc-results")),
+        baselines=Path(opt("--lc-baselines")), update_baselines=opt("--lc-update-baselines"),
+        engine=opt("--lc-engine"), specs_dirs=tuple(Path(d) for d in opt("--lc-specs")), alpha=alpha,
+        sampling=opt("--lc-sampling"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in (("transformer", "Transformer models"), ("ssm", "pure state-space models"),
+                       ("hybrid", "hybrid SSM/attention models"), ("engine_hf", "transformers engine"),
+                       ("engine_vllm", "vLLM engine"), ("engine_mamba_ssm", "mamba-ssm engine"),
+                       ("lc_benchmark(name)", "the lcplugin benchmark a test runs")):
+        config.addinivalue_line("markers", f"{name}: {text}")
+    try:
+        config.stash[_SESSION] = LcSession(_settings(config), Path(str(config.rootpath)))
+    except LcError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def lc_session_of(config: pytest.Config) -> LcSession:
+    return config.stash[_SESSION]
+
+
+def _benchmark_name(metafunc: pytest.Metafunc) -> str:
+    mark = metafunc.definition.get_closest_marker("lc_benchmark")
+    if mark is None or not mark.args:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: mark the test with "
+                                "@pytest.mark.lc_benchmark('<benchmark name>') to use lc_case")
+    return str(mark.args[0])
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "lc_case" not in metafunc.fixturenames:
+        return
+    session = lc_session_of(metafunc.config)
+    cases = session.cases(_benchmark_name(metafunc))
+    params = [pytest.param(c, id=c.id, marks=[getattr(pytest.mark, c.spec.family),
+                                              getattr(pytest.mark, f"engine_{c.spec.engine}")]) for c in cases]
+    metafunc.parametrize("lc_case", params)
+
+
+def _case_of(item: pytest.Item) -> Case | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("lc_case") if callspec else None
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order benchmark tests model by model, so each model's engine loads once."""
+    lc = lc_session_of(config)
+
+    def key(pair: tuple[int, pytest.Item]) -> tuple:
+        index, item = pair
+        case = _case_of(item)
+        if case is None:
+            return (0, index)
+        bench = _BENCH_ORDER.index(case.benchmark) if case.benchmark in _BENCH_ORDER else len(_BENCH_ORDER)
+        return (1, lc.model_order(case.spec.name), case.ctx, bench, index)
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=key)]
+
+
+@pytest.fixture(scope="session")
+def lc_session(request: pytest.FixtureRequest) -> LcSession:
+    return lc_session_of(request.config)
+
+
+@pytest.fixture(scope="session")
+def lc_engines(lc_session: LcSession) -> Iterator[Any]:
+    """One engine worker at a time, reused by all tests of a model."""
+    from .fixtures import EngineManager
+
+    manager = EngineManager(lc_session.store.dir / "logs")
+    yield manager
+    manager.shutdown()
+
+
+@pytest.fixture
+def lc_run(lc_session: LcSession, lc_engines: Any, benchmark: Any, record_property: Any) -> Any:
+    """Call with the test's ``lc_case`` to run it; returns the test's summary."""
+    from .runner import run_case
+
+    return lambda case: run_case(case, lc_session, lc_engines, benchmark, record_property)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    lc = config.stash.get(_SESSION, None)
+    if lc is None or not lc.summaries:
+        return
+    tr = terminalreporter
+    tr.write_sep("=", "lcplugin summary")
+    header = (f"{'test':<44} {'n':>4} {'acc':>6} {'ci95':>13} {'null':>6} {'prefill/s':>10} {'decode/s':>9} "
+              f"{'ttft_s':>7} {'mem_gb':>7} {'vs baseline':>18}")
+    tr.write_line(header)
+    for s in lc.summaries:
+        ci = s.get("accuracy_ci95")
+        b = s.get("baseline", {})
+        if b.get("status") == "recorded":
+            vs = "recorded"
+        elif b.get("status") == "none":
+            vs = "no baseline"
+        else:
+            delta = b.get("delta_accuracy")
+            vs = f"{_fmt(delta, '+.3f')} {b.get('status')}"
+        name = f"{s['benchmark']}[{s['test']}]"
+        tr.write_line(
+            f"{name:<44} {s['n']:>4} {_fmt(s['accuracy'], '.3f'):>6} "
+            f"{('[' + _fmt(ci[0], '.2f') + ',' + _fmt(ci[1], '.2f') + ']') if ci else '-':>13} "
+            f"{_fmt(s['null_rate'], '.3f'):>6} {_fmt(s.get('prefill_tok_s'), '.0f'):>10} "
+            f"{_fmt(s.get('decode_tok_s'), '.1f'):>9} {_fmt(s.get('ttft_s'), '.3f'):>7} "
+            f"{_fmt(s.get('peak_mem_gb'), '.2f'):>7} {vs:>18}")
+    tr.write_line(f"run folder: {lc.store.dir}  (per-item records under records/, summary.json)")

@@ -1,0 +1,178 @@
+"""One test's body: check it can run here, evaluate, record, summarize, gate.
+
+Pytest-facing only at the edges (skip, fail, the ``benchmark`` fixture, ``record_property``); the
+flow in between is config -> items -> prompts -> engine -> records -> summary -> verdict.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import baselines, telemetry
+from .benchmarks.base import EvalSession, get_benchmark
+from .contexts import ctx_label
+from .engines.base import SIZED_BY_CONTEXT, EngineConfig, SamplingSettings, registered_engines
+from .errors import LcError, WorkerDied
+from .fixtures import EngineManager
+from .hub import hub_status, weights_unreachable
+from .session import Case, LcSession
+
+SYNTHETIC_DEFAULT_LIMIT = 8
+PROPERTY_FIELDS = ("n", "accuracy", "null_rate", "prefill_tok_s", "decode_tok_s", "ttft_s", "wall_s",
+                   "peak_mem_gb", "peak_rss_gb", "truncated")
+
+
+def skip_reason(case: Case, session: LcSession) -> str | None:
+    """Why this test cannot run here, in one line; None when it can."""
+    spec = case.spec
+    if case.ctx > spec.max_context:
+        return f"{spec.name}: context {ctx_label(case.ctx)} exceeds the model's maximum {ctx_label(spec.max_context)}"
+    engine = session.settings.engine or spec.engine
+    if engine not in registered_engines():
+        return f"{spec.name}: engine {engine!r} is not available in this lcplugin (have: {', '.join(registered_engines())})"
+    if spec.requires_gpu and not telemetry.cuda_available():
+        return f"{spec.name}: needs a CUDA GPU (spec {Path(spec.path).name} sets requires_gpu) and none is visible"
+    for source in {spec.source, spec.tokenizer or spec.source}:
+        why = weights_unreachable(source, spec.revision)
+        if why:
+            return f"{spec.name}: {why}"
+    source = session.data_source(case.benchmark, spec)
+    if source.kind == "hub":
+        reachable, why = hub_status()
+        try:
+            import datasets  # noqa: F401
+        except ImportError:
+            return (f"{case.benchmark} data: pass --lc-data {case.benchmark}=PATH (loading from the hub needs "
+                    "the datasets package: pip install 'lcplugin[hub]')")
+        if not reachable:
+            return f"{case.benchmark} data: the hub is unreachable ({why}); pass --lc-data {case.benchmark}=PATH"
+    return None
+
+
+def _resolve(source: str) -> str:
+    if source.startswith("builtin:"):
+        from .tiny import materialize
+
+        return str(materialize(source.removeprefix("builtin:")))
+    return source
+
+
+def engine_config(case: Case, session: LcSession, max_new_tokens: int) -> EngineConfig:
+    spec = case.spec
+    model_path = _resolve(spec.source)
+    config_engine = session.settings.engine or spec.engine
+    return EngineConfig(
+        engine=config_engine, model=spec.name, source=model_path,
+        tokenizer=_resolve(spec.tokenizer) if spec.tokenizer else model_path, dtype=spec.dtype,
+        revision=spec.revision, trust_remote_code=spec.trust_remote_code, rope=spec.rope_for(case.ctx),
+        # engines that size their KV cache at load (vLLM) get the test's context; others load once
+        max_model_len=case.ctx if config_engine in SIZED_BY_CONTEXT else None, engine_args=dict(spec.engine_args))
+
+
+def _tokenizer(session: LcSession, config: EngineConfig) -> Any:
+    if config.tokenizer not in session.tokenizers:
+        from transformers import AutoTokenizer
+
+        session.tokenizers[config.tokenizer] = AutoTokenizer.from_pretrained(
+            config.tokenizer, revision=config.revision, trust_remote_code=config.trust_remote_code)
+    return session.tokenizers[config.tokenizer]
+
+
+def sampling_for(bench: Any, session: LcSession) -> SamplingSettings:
+    base = bench.default_sampling
+    if session.settings.sampling == "greedy":
+        return SamplingSettings(max_new_tokens=base.max_new_tokens, temperature=0.0, seed=base.seed)
+    return base
+
+
+def run_case(case: Case, session: LcSession, engines: EngineManager, benchmark_fixture: Any,
+             record_property: Any) -> dict[str, Any]:
+    reason = skip_reason(case, session)
+    if reason:
+        pytest.skip(reason)
+    try:
+        return _run(case, session, engines, benchmark_fixture, record_property)
+    except WorkerDied as exc:
+        engines.discard()
+        pytest.fail(str(exc), pytrace=False)
+    except LcError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    raise AssertionError("unreachable")
+
+
+def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixture: Any,
+         record_property: Any) -> dict[str, Any]:
+    bench = get_benchmark(case.benchmark)
+    sampling = sampling_for(bench, session)
+    config = engine_config(case, session, sampling.max_new_tokens)
+    tokenizer = _tokenizer(session, config)
+    source = session.data_source(case.benchmark, case.spec)
+    limit = session.settings.limit
+    if limit is None and source.kind == "synthetic":
+        limit = SYNTHETIC_DEFAULT_LIMIT
+    key = (case.benchmark, source.digest, source.location, limit)
+    if key not in session.items:
+        session.items[key] = bench.load_items(source, case.ctx, limit)
+    items = session.items[key]
+    store = session.store
+    worker = engines.get(config)
+    worker.call("reset_peaks")
+    records: list[dict[str, Any]] = []
+    batch_prefix = f"{worker.pid}-{time.time_ns()}"  # batch ids are unique within one worker's life
+
+    def emit(record: dict[str, Any]) -> None:
+        record = {"model": case.spec.name, **record, "batch_key": f"{batch_prefix}:{record['batch_id']}"}
+        store.append(case.benchmark, case.spec.name, case.ctx, record)
+        records.append(record)
+
+    eval_session = EvalSession(
+        generate=lambda prompts, s: worker.call("generate", prompts, s), tokenizer=tokenizer, ctx=case.ctx,
+        chat_mode=case.spec.chat_template, sampling=sampling, emit=emit,
+        chunk_size=int(case.spec.engine_args.get("max_batch_size", 1)) * 4)
+    started = time.perf_counter()
+    benchmark_fixture.pedantic(bench.evaluate, args=(items, eval_session), rounds=1, iterations=1)
+    wall = time.perf_counter() - started
+    tele = worker.call("telemetry")
+    from .summary import summarize
+
+    summary = summarize(records, {
+        "benchmark": case.benchmark, "model": case.spec.name, "ctx": case.ctx, "ctx_label": ctx_label(case.ctx),
+        "family": case.spec.family, "engine": config.engine, "test": case.id, "wall_s": wall,
+        "peak_mem_gb": tele.get("torch_peak_gb"), "peak_mem_why": tele.get("torch_peak_why"),
+        "peak_rss_gb": tele.get("rss_peak_gb"), "device": tele.get("device"),
+        "data": source.describe(), "data_digest": source.digest,
+        "sampling": {"temperature": sampling.temperature, "max_new_tokens": sampling.max_new_tokens},
+        "rope": dict(config.rope) if config.rope else None,
+        **bench.aggregate(records),
+    })
+    return _finish(case, session, summary, benchmark_fixture, record_property)
+
+
+def _finish(case: Case, session: LcSession, summary: dict[str, Any], benchmark_fixture: Any,
+            record_property: Any) -> dict[str, Any]:
+    folder = session.baselines_dir()
+    settings = session.settings
+    if settings.update_baselines:
+        path = baselines.record(folder, case.spec.name, case.benchmark, case.ctx, summary,
+                                machine=str(summary.get("device")), settings_hash=settings.fingerprint())
+        summary["baseline"] = {"path": str(path), "status": "recorded"}
+        verdict = None
+    else:
+        verdict = baselines.judge(folder, case.spec.name, case.benchmark, case.ctx, summary, settings.alpha)
+        summary["baseline"] = {
+            "path": verdict.baseline, "status": "none" if verdict.entry is None else ("ok" if verdict.ok else "regressed"),
+            "accuracy": verdict.entry.get("accuracy") if verdict.entry else None,
+            "delta_accuracy": verdict.delta_accuracy, "failures": verdict.failures,
+        }
+    session.store.put_test(summary)
+    session.summaries.append(summary)
+    for name in PROPERTY_FIELDS:
+        record_property(f"lc_{name}", summary.get(name))
+        benchmark_fixture.extra_info[name] = summary.get(name)
+    if verdict is not None and not verdict.ok:
+        pytest.fail("\n".join(verdict.failures), pytrace=False)
+    return summary

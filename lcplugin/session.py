@@ -1,0 +1,145 @@
+"""Session state: the options as typed settings, the model matrix, caches, and the run store.
+
+Everything here is pytest-independent data; the plugin builds one ``LcSession`` from the command
+line and hands it to the fixtures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .benchmarks.base import DataSource
+from .contexts import ctx_label
+from .errors import LcError
+from .specs import ModelSpec, load_specs, select_specs
+from .store import RunStore
+
+
+@dataclass(frozen=True)
+class Case:
+    """One parametrized test: a benchmark on a model at a context length."""
+
+    benchmark: str
+    spec: ModelSpec
+    ctx: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.spec.name}-{ctx_label(self.ctx)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    models: str | None = None
+    ctx: tuple[int, ...] | None = None
+    limit: int | None = None
+    data: dict[str, str] = field(default_factory=dict)
+    results: Path = Path("results")
+    baselines: Path = Path("baselines")
+    update_baselines: bool = False
+    engine: str | None = None
+    specs_dirs: tuple[Path, ...] = ()
+    alpha: float = 0.05
+    sampling: str = "official"  # or "greedy"
+
+    def fingerprint(self) -> str:
+        blob = json.dumps({"limit": self.limit, "data": self.data, "engine": self.engine,
+                           "sampling": self.sampling, "version": __version__}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def parse_data_options(values: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        bench, sep, path = value.partition("=")
+        if not sep or not bench or not path:
+            raise LcError(f"--lc-data {value!r}: write BENCH=PATH, e.g. --lc-data longbench_v2=data/lb2.jsonl")
+        out[bench.strip()] = path.strip()
+    return out
+
+
+def _git_revision(root: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {"python": platform.python_version(), "lcplugin": __version__}
+    for pkg in ("torch", "transformers", "vllm", "mamba-ssm", "pytest"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+class LcSession:
+    def __init__(self, settings: Settings, rootdir: Path) -> None:
+        self.settings = settings
+        self.rootdir = rootdir
+        self.specs = load_specs(settings.specs_dirs)
+        self.selected = select_specs(self.specs, settings.models)
+        self.summaries: list[dict[str, Any]] = []
+        self.tokenizers: dict[str, Any] = {}
+        self.items: dict[tuple, list] = {}
+        self._store: RunStore | None = None
+
+    def contexts_for(self, spec: ModelSpec) -> tuple[int, ...]:
+        return self.settings.ctx or spec.contexts
+
+    def cases(self, benchmark: str) -> list[Case]:
+        return [Case(benchmark, spec, ctx) for spec in self.selected for ctx in self.contexts_for(spec)]
+
+    def model_order(self, name: str) -> int:
+        return [s.name for s in self.selected].index(name)
+
+    def data_source(self, benchmark: str, spec: ModelSpec) -> DataSource:
+        from .benchmarks.longbench_v2 import describe_source
+
+        if benchmark in self.settings.data:
+            path = Path(self.settings.data[benchmark]).expanduser()
+            if not path.is_absolute():
+                path = self.rootdir / path
+            return describe_source("file", str(path))
+        if spec.default_data == "synthetic":
+            return describe_source("synthetic", "seeded")
+        return describe_source("hub", benchmark)
+
+    @property
+    def store(self) -> RunStore:
+        if self._store is None:
+            from . import telemetry
+
+            run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + self.settings.fingerprint()[:6]
+            meta = {
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "settings": {**{k: (str(v) if isinstance(v, Path) else v)
+                                for k, v in self.settings.__dict__.items()},
+                             "ctx": list(self.settings.ctx or [])},
+                "settings_hash": self.settings.fingerprint(),
+                "versions": _versions(),
+                "device": telemetry.device_name(),
+                "git_revision": _git_revision(self.rootdir),
+            }
+            results = self.settings.results
+            root = results if results.is_absolute() else self.rootdir / results
+            self._store = RunStore(root, run_id, meta)
+        return self._store
+
+    def baselines_dir(self) -> Path:
+        b = self.settings.baselines
+        return b if b.is_absolute() else self.rootdir / b

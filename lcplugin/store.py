@@ -1,0 +1,87 @@
+"""The results store: one folder per run, one JSONL file of records per test, one summary.
+
+Records are appended and flushed item by item, so an interrupted run keeps everything it scored.
+``summary.json`` is rewritten atomically after every test (write to a temporary file, then rename),
+so a reader never sees half a file and a killed session still leaves the tests it finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import DataError
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=False, default=str)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def test_key(benchmark: str, model: str, ctx: int) -> str:
+    return f"{benchmark}/{model}/{ctx}"
+
+
+class RunStore:
+    """One run directory: ``records/<benchmark>/<model>-<ctx>.jsonl`` and ``summary.json``."""
+
+    def __init__(self, root: Path, run_id: str, meta: Mapping[str, Any]) -> None:
+        self.dir = root / run_id
+        self.run_id = run_id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.meta = dict(meta, run_id=run_id)
+        self.tests: dict[str, dict[str, Any]] = {}
+        summary = self.dir / "summary.json"
+        if summary.exists():  # a resumed run keeps what it summarized before
+            try:
+                old = json.loads(summary.read_text(encoding="utf-8"))
+                for t in old.get("tests", []):
+                    self.tests[test_key(t["benchmark"], t["model"], t["ctx"])] = t
+            except (json.JSONDecodeError, KeyError, TypeError):
+                pass
+
+    def records_path(self, benchmark: str, model: str, ctx: int) -> Path:
+        return self.dir / "records" / benchmark / f"{model}-{ctx}.jsonl"
+
+    def append(self, benchmark: str, model: str, ctx: int, record: Mapping[str, Any]) -> None:
+        path = self.records_path(benchmark, model, ctx)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read(self, benchmark: str, model: str, ctx: int) -> list[dict[str, Any]]:
+        return list(iter_records(self.records_path(benchmark, model, ctx)))
+
+    def put_test(self, summary: Mapping[str, Any]) -> None:
+        self.tests[test_key(summary["benchmark"], summary["model"], summary["ctx"])] = dict(summary)
+        self.write_summary()
+
+    def write_summary(self) -> None:
+        atomic_write_json(self.dir / "summary.json", {"run": self.meta, "tests": list(self.tests.values())})
+
+
+def iter_records(path: Path) -> Iterator[dict[str, Any]]:
+    """Records of one file; a torn last line (a kill mid-write) is skipped, any other bad line named."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            if lineno == len(lines):
+                continue
+            raise DataError(f"{path}:{lineno}: corrupt record (not valid JSON); delete that line and rerun "
+                            "to recompute the item") from None

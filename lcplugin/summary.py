@@ -1,0 +1,63 @@
+"""From scored records to one test's summary: quality, its uncertainty, and cost.
+
+Efficiency figures are computed per batch, never per item, so a batch of eight prompts does not
+count its one prefill eight times: prefill tokens/s is prompt tokens over time to first token, decode
+tokens/s is generated tokens after the first over decode time. Anything not measured stays None.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .stats import wilson
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    pos = (len(values) - 1) * q
+    lo, hi = int(pos), min(int(pos) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+
+def efficiency(records: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    batches: dict[Any, list[Mapping[str, Any]]] = {}
+    for r in records:
+        if r.get("ttft_s") is not None:
+            batches.setdefault(r.get("batch_key", r.get("batch_id")), []).append(r)
+    prompt_tokens = sum(sum(r["prompt_tokens"] for r in rows) for rows in batches.values())
+    ttft_total = sum(rows[0]["ttft_s"] for rows in batches.values())
+    decoded = sum(sum(max(0, r["output_tokens"] - 1) for r in rows) for rows in batches.values())
+    decode_total = sum(rows[0]["decode_s"] or 0.0 for rows in batches.values())
+    ttfts = [rows[0]["ttft_s"] for rows in batches.values()]
+    latencies = [r["ttft_s"] + (r["decode_s"] or 0.0) for r in records if r.get("ttft_s") is not None]
+    return {
+        "prefill_tok_s": prompt_tokens / ttft_total if ttft_total > 0 else None,
+        "decode_tok_s": decoded / decode_total if decode_total > 0 and decoded > 0 else None,
+        "ttft_s": statistics.median(ttfts) if ttfts else None,
+        "latency_p50_s": _percentile(latencies, 0.5),
+        "latency_p95_s": _percentile(latencies, 0.95),
+    }
+
+
+def summarize(records: Sequence[Mapping[str, Any]], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Quality figures (accuracy with a Wilson 95 % interval, null rate) plus efficiency."""
+    n = len(records)
+    correct = sum(1 for r in records if r.get("correct"))
+    nulls = sum(1 for r in records if r.get("null"))
+    lo, hi = wilson(correct, n)
+    out: dict[str, Any] = {
+        "n": n,
+        "correct": correct,
+        "nulls": nulls,
+        "accuracy": correct / n if n else None,
+        "null_rate": nulls / n if n else None,
+        "accuracy_ci95": [lo, hi] if n else None,
+        "truncated": sum(1 for r in records if r.get("truncated")),
+    }
+    out.update(efficiency(records))
+    out.update(extra or {})
+    return out
