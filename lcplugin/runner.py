@@ -98,10 +98,10 @@ def run_case(case: Case, session: LcSession, engines: EngineManager, benchmark_f
         return _run(case, session, engines, benchmark_fixture, record_property)
     except WorkerDied as exc:
         engines.discard()
-        pytest.fail(str(exc), pytrace=False)
+        message = str(exc)
     except LcError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    raise AssertionError("unreachable")
+        message = str(exc)
+    pytest.fail(message, pytrace=False)  # outside the except: no "during handling" echo
 
 
 def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixture: Any,

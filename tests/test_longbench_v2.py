@@ -1,0 +1,122 @@
+"""LongBench-v2 protocol: extraction, template, and prompt building on the real data and tokenizer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lcplugin.benchmarks.longbench_v2 import (
+    TEMPLATE_0SHOT,
+    extract_answer,
+    fill,
+    load_file,
+    official_buckets,
+)
+from lcplugin.errors import DataError
+from lcplugin.truncation import PromptBuilder, middle_truncate
+
+from .conftest import shared
+
+
+@pytest.mark.parametrize(("response", "pred"), [
+    ("The correct answer is (B)", "B"),
+    ("**The correct answer is (C)**", "C"),
+    ("The correct answer is D.", "D"),
+    ("The correct answer is (A) ... The correct answer is (B)", "A"),  # first match wins
+    ("I think (B)", None),  # no lenient fallback
+    ("the correct answer is (B)", None),  # case-sensitive
+    ("The correct answer is (E)", None),
+    ("The correct answer is *(*B*)*", "B"),  # stars removed first
+    ("The correct answer is B) because (C)", "B"),  # bare form when the parenthesised one is absent
+])
+def test_official_extractor(response, pred):
+    assert extract_answer(response) == pred
+
+
+def test_fill_strips_and_substitutes_every_field():
+    item = {"context": "  doc  ", "question": " q? ", "choice_A": " a ", "choice_B": "b", "choice_C": "c",
+            "choice_D": "d\n"}
+    text = fill(TEMPLATE_0SHOT, item)
+    assert "<text>\ndoc\n</text>" in text and "question: q?\n" in text and "(A) a\n(B) b\n(C) c\n(D) d\n\n" in text
+    assert "$" not in text and not text.endswith("\n")
+
+
+def test_buckets_follow_result_py():
+    rows = [{"correct": True, "difficulty": "easy", "length": "short"},
+            {"correct": False, "difficulty": "hard", "length": "long"},
+            {"correct": True, "difficulty": "hard", "length": "medium"}]
+    b = official_buckets(rows)
+    assert b == {"overall": 66.7, "easy": 100.0, "hard": 50.0, "short": 100.0, "medium": 100.0, "long": 0.0}
+
+
+def test_middle_truncate_is_the_official_slice():
+    ids = list(range(10))
+    assert middle_truncate(ids, 7) == ids[:3] + ids[-4:]  # -7//2 == -4: the tail keeps one more
+    assert middle_truncate(ids, 6) == ids[:3] + ids[-3:]
+    assert middle_truncate(ids, 20) == ids
+
+
+def test_item_missing_a_field_is_named_by_line(tmp_path):
+    good = {"_id": "x", "question": "q", "choice_A": "a", "choice_B": "b", "choice_C": "c", "choice_D": "d",
+            "answer": "A", "context": "ctx", "difficulty": "easy", "length": "short"}
+    bad = dict(good, _id="y")
+    del bad["choice_C"]
+    path = tmp_path / "lb.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(DataError, match=r"lb\.jsonl:2: item lacks field\(s\) 'choice_C'"):
+        load_file(path)
+
+
+def test_corrupt_jsonl_line_is_named(tmp_path):
+    path = tmp_path / "lb.jsonl"
+    path.write_text('{"_id": "x"\n')
+    with pytest.raises(DataError, match=r"lb\.jsonl:1: not valid JSON"):
+        load_file(path)
+
+
+@pytest.fixture(scope="module")
+def llama_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(shared("tokenizers", "llama3.1"))
+
+
+@pytest.fixture(scope="module")
+def sample18():
+    return load_file(shared("longbench_v2", "sample18.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def sample18_ids(llama_tokenizer, sample18):
+    """Each filled prompt tokenized once (the official default-special-tokens encode)."""
+    out = {}
+    for item in sample18:
+        filled = fill(TEMPLATE_0SHOT, item.fields)
+        out[item.id] = (filled, llama_tokenizer.encode(filled))
+    return out
+
+
+@pytest.mark.parametrize("ctx", [8192, 32768, 131072])
+def test_real_prompts_fit_and_keep_head_and_question(llama_tokenizer, sample18, sample18_ids, ctx):
+    assert len(sample18) == 18
+    builder = PromptBuilder(llama_tokenizer, ctx, 128, "auto")
+    assert builder.chat and builder.overhead > 20  # Llama-3's header with its date lines, measured
+    head = TEMPLATE_0SHOT.split("$DOC$")[0]
+    truncated = 0
+    for item in sample18:
+        filled, ids = sample18_ids[item.id]
+        tail = filled[filled.index("</text>\n\nWhat is the correct answer"):]
+        built = builder.build(filled, ids)
+        assert len(built.ids) <= ctx - 128, item.id
+        assert built.ids[0] == llama_tokenizer.bos_token_id
+        body = built.text
+        assert head in body, item.id
+        assert body.endswith(tail + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"), item.id
+        assert llama_tokenizer.decode(built.ids) == built.text
+        truncated += built.truncated
+    # every sample18 context exceeds 8k tokens; at 128k the short ones fit whole
+    if ctx == 8192:
+        assert truncated == 18
+    if ctx == 131072:
+        assert 0 < truncated < 18

@@ -1,0 +1,150 @@
+"""The plugin as users run it: ``python -m pytest benches ...`` in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from .conftest import only_run_summary
+
+REQUIRED = ("benchmark", "model", "ctx", "n", "accuracy", "null_rate", "accuracy_ci95", "buckets", "wall_s",
+            "prefill_tok_s", "decode_tok_s", "ttft_s", "peak_mem_gb")
+
+
+def test_collect_only_selects_mamba_at_32k(run_benches):
+    out = run_benches("--collect-only", "-q", "-k", "mamba and 32k")
+    assert out.returncode == 0, out.stdout + out.stderr
+    ids = [line for line in out.stdout.splitlines() if "::" in line]
+    assert ids and all("mamba" in i and i.endswith("-32k]") for i in ids)
+    models = {i.split("[")[1].rsplit("-", 1)[0] for i in ids}
+    assert models == {"mamba-2.8b", "mamba-codestral-7b"}
+    # one test per benchmark module for each selected model
+    modules = {i.split("::")[0] for i in ids}
+    assert len(ids) == len(modules) * len(models)
+
+
+def test_full_matrix_is_collected_with_family_marks(run_benches):
+    out = run_benches("--collect-only", "-q", "-m", "hybrid")
+    ids = [line for line in out.stdout.splitlines() if "::" in line]
+    assert any("tiny-zamba2-1k" in i for i in ids) and any("zamba2-7b-128k" in i for i in ids)
+    assert not any("llama" in i or "mamba-2.8b" in i for i in ids)
+
+
+@pytest.mark.slow
+def test_offline_default_runs_tiny_models_and_records_everything(run_benches):
+    out = run_benches("-rs", "--lc-models", "tiny-llama,tiny-mamba2,llama-3.1-8b-instruct,zamba2-7b",
+                      "--lc-limit", "3")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "4 passed" in out.stdout
+    assert "llama-3.1-8b-instruct: needs a CUDA GPU" in out.stdout
+    assert "zamba2-7b: context 16k exceeds the model's maximum 4k" in out.stdout
+    assert "lcplugin summary" in out.stdout and "no baseline" in out.stdout
+    summary = only_run_summary(run_benches.results)
+    tests = summary["tests"]
+    assert {(t["model"], t["ctx"]) for t in tests} == {(m, c) for m in ("tiny-llama", "tiny-mamba2")
+                                                         for c in (1024, 2048)}
+    for t in tests:
+        for key in REQUIRED:
+            assert key in t, key
+        assert t["n"] == 3 and t["prefill_tok_s"] > 0 and t["decode_tok_s"] > 0 and t["ttft_s"] > 0
+        assert t["peak_mem_gb"] is None and t["peak_mem_why"] == "no CUDA device"  # CPU: not measured
+    run = summary["run"]
+    assert run["versions"]["transformers"] and run["settings_hash"] and run["device"].startswith("cpu")
+    records_dir = run_benches.results / run["run_id"] / "records" / "longbench_v2"
+    rows = [json.loads(line) for line in (records_dir / "tiny-llama-1024.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and len({r["id"] for r in rows}) == 3
+    for r in rows:
+        assert {"id", "prompt_tokens", "truncated", "response", "pred", "gold", "correct", "null", "ttft_s",
+                "decode_s"} <= set(r)
+        assert r["prompt_tokens"] <= 1024 - 128
+
+
+@pytest.mark.slow
+def test_baseline_gate_fails_then_rerecording_passes(run_benches):
+    args = ("--lc-models", "tiny-llama", "--lc-ctx", "1k", "--lc-limit", "4")
+    first = run_benches(*args, "--lc-update-baselines")
+    assert first.returncode == 0, first.stdout[-2000:]
+    path = run_benches.baselines / "tiny-llama.json"
+    doc = json.loads(path.read_text())
+    entry = doc["entries"]["longbench_v2/1k"]
+    assert entry["n"] == 4 and entry["accuracy"] == 0.0
+    entry.update(accuracy=1.0, correct=4)  # a baseline the random model cannot meet
+    path.write_text(json.dumps(doc))
+    gated = run_benches(*args)
+    assert gated.returncode == 1
+    assert str(path) in gated.stdout and "accuracy fell from 4/4" in gated.stdout and "Fisher" in gated.stdout
+    rerecorded = run_benches(*args, "--lc-update-baselines")
+    assert rerecorded.returncode == 0
+    again = run_benches(*args)
+    assert again.returncode == 0, again.stdout[-2000:]
+    assert "1 passed" in again.stdout
+
+
+KILLER = textwrap.dedent('''
+    """Test helper: SIGKILL the tiny-llama worker from outside, before its second request."""
+    import os, signal, time
+    from lcplugin.engines import worker
+
+    _call = worker.EngineWorker.call
+    _seen = {"n": 0}
+
+    def call(self, method, *args, **kwargs):
+        if method == "generate" and self.config.model == "tiny-llama":
+            _seen["n"] += 1
+            if _seen["n"] == 2:
+                os.kill(self.pid, signal.SIGKILL)
+                time.sleep(0.5)
+        return _call(self, method, *args, **kwargs)
+
+    worker.EngineWorker.call = call
+''')
+
+
+@pytest.mark.slow
+def test_killed_worker_fails_one_test_and_the_session_goes_on(run_benches, tmp_path):
+    (tmp_path / "lc_killer.py").write_text(KILLER)
+    out = run_benches("-p", "lc_killer", "--lc-models", "tiny-llama,tiny-mamba2", "--lc-ctx", "1k,2k",
+                      "--lc-limit", "8", env={"PYTHONPATH": str(tmp_path)})
+    text = out.stdout
+    assert out.returncode == 1, text[-3000:]
+    assert "FAILED benches/test_longbench_v2.py::test_longbench_v2[tiny-llama-1k]" in text
+    assert "engine worker for tiny-llama died while" in text and "SIGKILL" in text
+    assert text.count("engine worker for tiny-llama died") == 1  # one clear message, not echoed
+    assert "last output of the worker" in text
+    assert "3 passed" in text and "1 failed" in text  # tiny-llama-2k (fresh worker) and both tiny-mamba2 ran
+    summary = only_run_summary(run_benches.results)
+    assert {(t["model"], t["ctx"]) for t in summary["tests"]} == {("tiny-llama", 2048), ("tiny-mamba2", 1024),
+                                                                    ("tiny-mamba2", 2048)}
+
+
+def test_malformed_spec_is_one_clean_message(run_benches, tmp_path):
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "broken.toml").write_text('name = "b"\nsource = "x"\nfamily = "rnn"\nengine = "hf"\nmax_context = 4096\n')
+    out = run_benches("--lc-specs", str(specs), "--collect-only", "-q")
+    assert out.returncode == 4
+    assert f"model spec {specs / 'broken.toml'}: field 'family' is 'rnn'" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_unknown_model_and_bad_ctx_are_clean_usage_errors(run_benches):
+    out = run_benches("--lc-models", "tiny-lama", "--collect-only", "-q")
+    assert out.returncode == 4 and "unknown model 'tiny-lama'" in out.stderr and "Traceback" not in out.stderr
+    out = run_benches("--lc-ctx", "32m", "--collect-only", "-q")
+    assert out.returncode == 4 and "context length '32m' does not parse" in out.stderr
+
+
+def test_unreachable_hub_is_detected_quickly_and_skips(run_benches, tmp_path):
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "hubby.toml").write_text('name = "hubby"\nsource = "org/not-cached"\nfamily = "transformer"\n'
+                                      'engine = "hf"\nmax_context = 4096\ncontexts = ["1k"]\n')
+    # a closed local port stands in for an unreachable hub; HF_HUB_OFFLINE is not set for this run
+    out = run_benches("--lc-specs", str(specs), "--lc-models", "hubby", "-rs",
+                      "--lc-data", "longbench_v2=/nonexistent.jsonl",
+                      env={"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"}, timeout=60)
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert "hubby: weights of org/not-cached are not in the local Hugging Face cache and the hub is unreachable" \
+        in out.stdout

@@ -1,0 +1,39 @@
+import math
+from itertools import product
+
+import pytest
+
+from lcplugin.stats import fisher_greater, fisher_less, mcnemar_worse, wilson
+
+
+def test_wilson_known_values():
+    # Reference values from the closed form (Newcombe 1998, table I: 81/263 -> 0.2553, 0.3662)
+    lo, hi = wilson(81, 263)
+    assert lo == pytest.approx(0.2553, abs=1e-4) and hi == pytest.approx(0.3662, abs=1e-4)
+    assert wilson(0, 8)[0] == 0.0 and wilson(8, 8)[1] == 1.0
+
+
+def _brute_fisher_less(k1, n1, k2, n2):
+    # enumerate every table with the same margins; P(new count <= k2)
+    total = n1 + n2
+    s = k1 + k2
+    num = sum(math.comb(n2, x) * math.comb(n1, s - x) for x in range(0, k2 + 1) if 0 <= s - x <= n1)
+    return num / math.comb(total, s)
+
+
+@pytest.mark.parametrize(("k1", "n1", "k2", "n2"), list(product([0, 3, 8], [8], [0, 2, 5], [8, 10])))
+def test_fisher_matches_enumeration(k1, n1, k2, n2):
+    assert fisher_less(k1, n1, k2, n2) == pytest.approx(_brute_fisher_less(k1, n1, k2, n2), rel=1e-9)
+
+
+def test_fisher_direction():
+    assert fisher_less(8, 8, 0, 8) < 0.001  # a collapse is significant
+    assert fisher_less(0, 8, 8, 8) == pytest.approx(1.0)  # an improvement is not a regression
+    assert fisher_greater(0, 8, 8, 8) < 0.001
+    assert fisher_less(150, 503, 140, 503) > 0.05  # two points at n=503 is within chance
+
+
+def test_mcnemar():
+    assert mcnemar_worse(0, 0) == 1.0
+    assert mcnemar_worse(10, 0) == pytest.approx(2 ** -10)
+    assert mcnemar_worse(5, 5) == pytest.approx(sum(math.comb(10, x) for x in range(5, 11)) / 1024)
