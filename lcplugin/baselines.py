@@ -98,7 +98,8 @@ def judge(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[s
     entry = doc["entries"][key]
     v = Verdict(baseline=str(path), entry=entry, current_accuracy=summary.get("accuracy"))
     n_new = summary["n"]
-    if n_new == 0:
+    if n_new == 0 or summary.get("correct") is None or entry.get("correct") is None:
+        v.notes.append("no accuracy to gate (no items, or a perplexity benchmark)")
         return v
     k_base, n_base = _counts(entry, key, path, "correct")
     p = fisher_less(k_base, n_base, summary["correct"], n_new)

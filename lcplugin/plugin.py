@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from .benchmarks.base import BenchOptions
 from .contexts import parse_ctx_list
 from .errors import LcError
-from .session import Case, LcSession, Settings, parse_data_options
+from .session import Case, LcSession, Settings, parse_data_options, parse_select
 
 _SESSION = pytest.StashKey[LcSession]()
 _BENCH_ORDER = ("longbench_v2", "ada_leval_bestanswer", "ada_leval_tsort", "pg19")
@@ -40,6 +41,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="significance level of the regression gates (default 0.05)")
     g.addoption("--lc-sampling", choices=("official", "greedy"), default="official",
                 help="decode with each benchmark's official sampling (default) or greedily")
+    g.addoption("--lc-mode", choices=("0shot", "cot", "nocontext"), default="0shot",
+                help="LongBench-v2 protocol: 0-shot (official default), two-pass chain of thought, or no context")
+    g.addoption("--lc-select", default=None, metavar="FIELD=V,..;...",
+                help="keep items by the dataset's own labels, e.g. 'difficulty=hard;length=short,medium'")
+    g.addoption("--lc-overlength", choices=("truncate", "skip"), default="truncate",
+                help="a prompt longer than the context: cut in the middle (official) or skip the item")
+    g.addoption("--lc-pg19-windows", type=int, default=10, metavar="N", help="PG-19 windows per book (default 10)")
+    g.addoption("--lc-pg19-score-last", type=int, default=100, metavar="K",
+                help="PG-19: score the last K tokens of each window (default 100)")
 
 
 def _settings(config: pytest.Config) -> Settings:
@@ -56,7 +66,10 @@ def _settings(config: pytest.Config) -> Settings:
         data=parse_data_options(opt("--lc-data")), results=Path(opt("--lc-results")),
         baselines=Path(opt("--lc-baselines")), update_baselines=opt("--lc-update-baselines"),
         engine=opt("--lc-engine"), specs_dirs=tuple(Path(d) for d in opt("--lc-specs")), alpha=alpha,
-        sampling=opt("--lc-sampling"))
+        sampling=opt("--lc-sampling"),
+        bench=BenchOptions(mode=opt("--lc-mode"), select=parse_select(opt("--lc-select")),
+                           overlength=opt("--lc-overlength"), pg19_windows=opt("--lc-pg19-windows"),
+                           pg19_score_last=opt("--lc-pg19-score-last")))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -147,7 +160,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr = terminalreporter
     tr.write_sep("=", "lcplugin summary")
     header = (f"{'test':<44} {'n':>4} {'acc':>6} {'ci95':>13} {'null':>6} {'prefill/s':>10} {'decode/s':>9} "
-              f"{'ttft_s':>7} {'mem_gb':>7} {'vs baseline':>18}")
+              f"{'ttft_s':>7} {'mem_gb':>7} {'ppl':>8} {'vs baseline':>18}")
     tr.write_line(header)
     for s in lc.summaries:
         ci = s.get("accuracy_ci95")
@@ -161,9 +174,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             vs = f"{_fmt(delta, '+.3f')} {b.get('status')}"
         name = f"{s['benchmark']}[{s['test']}]"
         tr.write_line(
-            f"{name:<44} {s['n']:>4} {_fmt(s['accuracy'], '.3f'):>6} "
+            f"{name:<44} {s['n']:>4} {_fmt(s.get('accuracy'), '.3f'):>6} "
             f"{('[' + _fmt(ci[0], '.2f') + ',' + _fmt(ci[1], '.2f') + ']') if ci else '-':>13} "
-            f"{_fmt(s['null_rate'], '.3f'):>6} {_fmt(s.get('prefill_tok_s'), '.0f'):>10} "
+            f"{_fmt(s.get('null_rate'), '.3f'):>6} {_fmt(s.get('prefill_tok_s'), '.0f'):>10} "
             f"{_fmt(s.get('decode_tok_s'), '.1f'):>9} {_fmt(s.get('ttft_s'), '.3f'):>7} "
-            f"{_fmt(s.get('peak_mem_gb'), '.2f'):>7} {vs:>18}")
+            f"{_fmt(s.get('peak_mem_gb'), '.2f'):>7} {_fmt(s.get('perplexity'), '.2f'):>8} {vs:>18}")
     tr.write_line(f"run folder: {lc.store.dir}  (per-item records under records/, summary.json)")

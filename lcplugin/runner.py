@@ -15,7 +15,7 @@ import pytest
 from . import baselines, telemetry
 from .benchmarks.base import EvalSession, get_benchmark
 from .contexts import ctx_label
-from .engines.base import SIZED_BY_CONTEXT, EngineConfig, SamplingSettings, registered_engines
+from .engines.base import SIZED_BY_CONTEXT, EngineConfig, registered_engines
 from .errors import LcError, WorkerDied
 from .fixtures import EngineManager
 from .hub import hub_status, weights_unreachable
@@ -41,13 +41,18 @@ def skip_reason(case: Case, session: LcSession) -> str | None:
         if why:
             return f"{spec.name}: {why}"
     source = session.data_source(case.benchmark, spec)
+    from .benchmarks.base import get_benchmark as _get
+
+    why = _get(case.benchmark, session.settings.bench).skip_reason(source, case.ctx)
+    if why:
+        return why
     if source.kind == "hub":
-        reachable, why = hub_status()
         try:
             import datasets  # noqa: F401
         except ImportError:
             return (f"{case.benchmark} data: pass --lc-data {case.benchmark}=PATH (loading from the hub needs "
                     "the datasets package: pip install 'lcplugin[hub]')")
+        reachable, why = hub_status()
         if not reachable:
             return f"{case.benchmark} data: the hub is unreachable ({why}); pass --lc-data {case.benchmark}=PATH"
     return None
@@ -82,11 +87,15 @@ def _tokenizer(session: LcSession, config: EngineConfig) -> Any:
     return session.tokenizers[config.tokenizer]
 
 
-def sampling_for(bench: Any, session: LcSession) -> SamplingSettings:
-    base = bench.default_sampling
-    if session.settings.sampling == "greedy":
-        return SamplingSettings(max_new_tokens=base.max_new_tokens, temperature=0.0, seed=base.seed)
-    return base
+def _token_cache(session: LcSession, tokenizer: Any) -> Any:
+    from .tiny import cache_root
+    from .token_cache import TokenCache
+
+    key = id(tokenizer)
+    if key not in session.token_caches:
+        session.token_caches[key] = TokenCache(
+            cache_root(), tokenizer, lambda text: tokenizer.encode(text, add_special_tokens=False))
+    return session.token_caches[key]
 
 
 def run_case(case: Case, session: LcSession, engines: EngineManager, benchmark_fixture: Any,
@@ -106,8 +115,8 @@ def run_case(case: Case, session: LcSession, engines: EngineManager, benchmark_f
 
 def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixture: Any,
          record_property: Any) -> dict[str, Any]:
-    bench = get_benchmark(case.benchmark)
-    sampling = sampling_for(bench, session)
+    bench = get_benchmark(case.benchmark, session.settings.bench)
+    sampling = bench.sampling(session.settings.sampling == "greedy")
     config = engine_config(case, session, sampling.max_new_tokens)
     tokenizer = _tokenizer(session, config)
     source = session.data_source(case.benchmark, case.spec)
@@ -129,10 +138,13 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
         store.append(case.benchmark, case.spec.name, case.ctx, record)
         records.append(record)
 
+    cache = _token_cache(session, tokenizer)
     eval_session = EvalSession(
         generate=lambda prompts, s: worker.call("generate", prompts, s), tokenizer=tokenizer, ctx=case.ctx,
         chat_mode=case.spec.chat_template, sampling=sampling, emit=emit,
-        chunk_size=int(case.spec.engine_args.get("max_batch_size", 1)) * 4)
+        chunk_size=int(case.spec.engine_args.get("max_batch_size", 1)) * 4,
+        window=case.spec.max_context, data_key=source.digest, content_ids=cache.content_ids,
+        loglikelihood=lambda tokens, k: worker.call("loglikelihood", tokens, k))
     started = time.perf_counter()
     benchmark_fixture.pedantic(bench.evaluate, args=(items, eval_session), rounds=1, iterations=1)
     wall = time.perf_counter() - started
@@ -146,7 +158,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
         "peak_rss_gb": tele.get("rss_peak_gb"), "device": tele.get("device"),
         "data": source.describe(), "data_digest": source.digest,
         "sampling": {"temperature": sampling.temperature, "max_new_tokens": sampling.max_new_tokens},
-        "rope": dict(config.rope) if config.rope else None,
+        "rope": dict(config.rope) if config.rope else None, "protocol": session.settings.bench.as_dict(),
         **bench.aggregate(records),
     })
     return _finish(case, session, summary, benchmark_fixture, record_property)

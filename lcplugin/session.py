@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .benchmarks.base import DataSource
+from .benchmarks.base import DATA_KEYS, BenchOptions, DataSource
 from .contexts import ctx_label
 from .errors import LcError
 from .specs import ModelSpec, load_specs, select_specs
@@ -49,11 +49,27 @@ class Settings:
     specs_dirs: tuple[Path, ...] = ()
     alpha: float = 0.05
     sampling: str = "official"  # or "greedy"
+    bench: BenchOptions = field(default_factory=BenchOptions)
 
     def fingerprint(self) -> str:
         blob = json.dumps({"limit": self.limit, "data": self.data, "engine": self.engine,
-                           "sampling": self.sampling, "version": __version__}, sort_keys=True)
+                           "sampling": self.sampling, "bench": self.bench.as_dict(), "version": __version__},
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def parse_select(value: str | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``difficulty=hard;length=short,medium`` -> filters on the dataset's own labels."""
+    if not value:
+        return ()
+    out = []
+    for part in value.split(";"):
+        key, sep, allowed = part.partition("=")
+        if not sep or key.strip() not in ("difficulty", "length", "domain"):
+            raise LcError(f"--lc-select {value!r}: write FIELD=V1,V2[;FIELD=...] with FIELD one of difficulty, "
+                          "length, domain (e.g. --lc-select 'difficulty=hard;length=short,medium')")
+        out.append((key.strip(), tuple(v.strip() for v in allowed.split(",") if v.strip())))
+    return tuple(out)
 
 
 def parse_data_options(values: list[str]) -> dict[str, str]:
@@ -96,6 +112,7 @@ class LcSession:
         self.summaries: list[dict[str, Any]] = []
         self.tokenizers: dict[str, Any] = {}
         self.items: dict[tuple, list] = {}
+        self.token_caches: dict[int, Any] = {}
         self._store: RunStore | None = None
 
     def contexts_for(self, spec: ModelSpec) -> tuple[int, ...]:
@@ -108,16 +125,18 @@ class LcSession:
         return [s.name for s in self.selected].index(name)
 
     def data_source(self, benchmark: str, spec: ModelSpec) -> DataSource:
-        from .benchmarks.longbench_v2 import describe_source
+        from .datafiles import file_digest
 
-        if benchmark in self.settings.data:
-            path = Path(self.settings.data[benchmark]).expanduser()
+        key = DATA_KEYS.get(benchmark, benchmark)
+        if key in self.settings.data:
+            path = Path(self.settings.data[key]).expanduser()
             if not path.is_absolute():
                 path = self.rootdir / path
-            return describe_source("file", str(path))
+            digest = file_digest(path) if path.is_file() else f"path:{path}"
+            return DataSource(kind="file", location=str(path), digest=digest)
         if spec.default_data == "synthetic":
-            return describe_source("synthetic", "seeded")
-        return describe_source("hub", benchmark)
+            return DataSource(kind="synthetic", location="seeded", digest="synthetic-v1")
+        return DataSource(kind="hub", location=key, digest=f"hub:{key}")
 
     @property
     def store(self) -> RunStore:

@@ -44,20 +44,18 @@ def efficiency(records: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
 
 
 def summarize(records: Sequence[Mapping[str, Any]], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Quality figures (accuracy with a Wilson 95 % interval, null rate) plus efficiency."""
+    """Quality figures (accuracy with a Wilson 95 % interval, null rate) plus efficiency.
+
+    Records of skipped items (over-length under the skip policy) are counted apart, never scored."""
+    records = [r for r in records if not r.get("skipped")]
     n = len(records)
-    correct = sum(1 for r in records if r.get("correct"))
-    nulls = sum(1 for r in records if r.get("null"))
-    lo, hi = wilson(correct, n)
-    out: dict[str, Any] = {
-        "n": n,
-        "correct": correct,
-        "nulls": nulls,
-        "accuracy": correct / n if n else None,
-        "null_rate": nulls / n if n else None,
-        "accuracy_ci95": [lo, hi] if n else None,
-        "truncated": sum(1 for r in records if r.get("truncated")),
-    }
+    out: dict[str, Any] = {"n": n, "correct": None, "nulls": None, "accuracy": None, "null_rate": None,
+                           "accuracy_ci95": None, "truncated": sum(1 for r in records if r.get("truncated"))}
+    if n and all("correct" in r for r in records):  # perplexity benchmarks have no accuracy
+        correct = sum(1 for r in records if r["correct"])
+        nulls = sum(1 for r in records if r.get("null"))
+        out.update(correct=correct, nulls=nulls, accuracy=correct / n, null_rate=nulls / n,
+                   accuracy_ci95=list(wilson(correct, n)))
     out.update(efficiency(records))
     out.update(extra or {})
     return out

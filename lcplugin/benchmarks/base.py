@@ -19,7 +19,28 @@ from ..truncation import PromptBuilder
 # name -> "module:Class"; imported on first use.
 BENCHMARKS: dict[str, str] = {
     "longbench_v2": "lcplugin.benchmarks.longbench_v2:LongBenchV2",
+    "ada_leval_bestanswer": "lcplugin.benchmarks.ada_leval:BestAnswer",
+    "ada_leval_tsort": "lcplugin.benchmarks.ada_leval:TSort",
+    "pg19": "lcplugin.benchmarks.pg19:PG19",
 }
+# the --lc-data key of each benchmark (both Ada-LEval tasks read one folder)
+DATA_KEYS = {"ada_leval_bestanswer": "ada_leval", "ada_leval_tsort": "ada_leval"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchOptions:
+    """Protocol choices a run makes; all of them key the results and are recorded."""
+
+    mode: str = "0shot"  # LongBench-v2: 0shot | cot | nocontext
+    select: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (field, allowed values) filters
+    overlength: str = "truncate"  # truncate (official) | skip
+    pg19_windows: int = 10
+    pg19_score_last: int = 100
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "select": {k: list(v) for k, v in self.select},
+                "overlength": self.overlength, "pg19_windows": self.pg19_windows,
+                "pg19_score_last": self.pg19_score_last}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +75,11 @@ class EvalSession:
     emit: Callable[[dict[str, Any]], None]
     chunk_size: int = 8
     done_ids: frozenset[str] = frozenset()
+    window: int | None = None  # the model's context window (Ada-LEval never truncates)
+    data_key: str = ""  # the data's digest, for the token cache
+    content_ids: Callable[[str, list[tuple[str, str]]], Mapping[str, Sequence[int]]] | None = None
+    loglikelihood: Callable[[Sequence[int], int], Any] | None = None
+    progress: Callable[[int], None] | None = None  # called with the number of items just finished
 
 
 class Benchmark:
@@ -61,6 +87,17 @@ class Benchmark:
 
     name: str = ""
     default_sampling = SamplingSettings()
+
+    def __init__(self, options: BenchOptions | None = None) -> None:
+        self.options = options or BenchOptions()
+
+    def sampling(self, greedy: bool) -> SamplingSettings:
+        base = self.default_sampling
+        return SamplingSettings(max_new_tokens=base.max_new_tokens, temperature=0.0, seed=base.seed) if greedy else base
+
+    def skip_reason(self, source: DataSource, ctx: int) -> str | None:
+        """Why this benchmark has no data for ``ctx`` (Ada-LEval settings), or None."""
+        return None
 
     def load_items(self, source: DataSource, ctx: int, limit: int | None) -> list[Item]:
         raise NotImplementedError
@@ -76,6 +113,8 @@ class Benchmark:
 class GenerationBenchmark(Benchmark):
     """A benchmark that sends one prompt per item and scores the generated text."""
 
+    never_truncate = False  # True: a prompt that does not fit is skipped (counted), never cut
+
     def prompt_text(self, item: Item) -> str:
         raise NotImplementedError
 
@@ -83,31 +122,53 @@ class GenerationBenchmark(Benchmark):
         """Return at least ``pred`` (None when unparseable), ``correct`` and ``null``."""
         raise NotImplementedError
 
+    def cache_key(self, session: EvalSession) -> str:
+        return f"{self.name}-{self.options.mode}-{session.data_key}"
+
+    def budget(self, session: EvalSession) -> int:
+        """The context a prompt must fit: the test's (LongBench-v2) or the model's window (Ada-LEval)."""
+        return session.ctx
+
     def evaluate(self, items: Sequence[Item], session: EvalSession) -> None:
-        builder = PromptBuilder(session.tokenizer, session.ctx, session.sampling.max_new_tokens, session.chat_mode)
+        builder = PromptBuilder(session.tokenizer, self.budget(session), session.sampling.max_new_tokens,
+                                session.chat_mode)
         todo = [it for it in items if it.id not in session.done_ids]
         for start in range(0, len(todo), session.chunk_size):
             chunk = todo[start:start + session.chunk_size]
-            built = [builder.build(self.prompt_text(it)) for it in chunk]
-            completions = session.generate([b.ids for b in built], session.sampling)
-            for item, prompt, comp in zip(chunk, built, completions, strict=True):
-                record = {
-                    "id": item.id, "benchmark": self.name, "ctx": session.ctx,
-                    "prompt_tokens": comp.prompt_tokens, "original_tokens": prompt.original_tokens,
-                    "truncated": prompt.truncated, "response": comp.text, "gold": item.gold,
-                    "output_tokens": comp.output_tokens, "finish_reason": comp.finish_reason,
-                    "batch_id": comp.batch_id, "batch_size": comp.batch_size,
-                    "ttft_s": comp.ttft_s, "decode_s": comp.decode_s,
-                    **self.score(item, comp.text), **dict(item.meta),
-                }
-                session.emit(record)
+            texts = [(it.id, self.prompt_text(it)) for it in chunk]
+            cached = session.content_ids(self.cache_key(session), texts) if session.content_ids else {}
+            built, ready = [], []
+            for item, (_, text) in zip(chunk, texts, strict=True):
+                prompt = builder.build(text, cached.get(item.id))
+                if prompt.truncated and (self.never_truncate or self.options.overlength == "skip"):
+                    session.emit({"id": item.id, "benchmark": self.name, "ctx": session.ctx, "skipped": "overlength",
+                                  "original_tokens": prompt.original_tokens, "gold": item.gold, **dict(item.meta)})
+                    continue
+                built.append(prompt)
+                ready.append(item)
+            completions = session.generate([b.ids for b in built], session.sampling) if built else []
+            for item, prompt, comp in zip(ready, built, completions, strict=True):
+                session.emit(self.record(item, prompt, comp, session))
+            if session.progress:
+                session.progress(len(chunk))
+
+    def record(self, item: Item, prompt: Any, comp: Completion, session: EvalSession) -> dict[str, Any]:
+        return {
+            "id": item.id, "benchmark": self.name, "ctx": session.ctx,
+            "prompt_tokens": comp.prompt_tokens, "original_tokens": prompt.original_tokens,
+            "truncated": prompt.truncated, "response": comp.text, "gold": item.gold,
+            "output_tokens": comp.output_tokens, "finish_reason": comp.finish_reason,
+            "batch_id": comp.batch_id, "batch_size": comp.batch_size,
+            "ttft_s": comp.ttft_s, "decode_s": comp.decode_s,
+            **self.score(item, comp.text), **dict(item.meta),
+        }
 
 
-def get_benchmark(name: str) -> Benchmark:
+def get_benchmark(name: str, options: BenchOptions | None = None) -> Benchmark:
     if name not in BENCHMARKS:
         raise LcError(f"unknown benchmark {name!r}; known: {', '.join(sorted(BENCHMARKS))}")
     module_name, _, cls_name = BENCHMARKS[name].partition(":")
-    return getattr(importlib.import_module(module_name), cls_name)()
+    return getattr(importlib.import_module(module_name), cls_name)(options)
 
 
 def require_fields(record: Mapping[str, Any], required: Iterable[str], where: str) -> None:

@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..datafiles import file_digest, read_records
+from ..datafiles import read_records
 from ..engines.base import SamplingSettings
 from ..errors import DataError
+from ..truncation import PromptBuilder
 from .base import Benchmark, DataSource, GenerationBenchmark, Item, require_fields
 
 HUB_ID = "THUDM/LongBench-v2"
@@ -82,8 +83,16 @@ def official_buckets(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     }
 
 
-def to_item(raw: Mapping[str, Any], where: str) -> Item:
-    require_fields(raw, FIELDS, where)
+_LENIENT = re.compile(r"\b([A-D])\b")
+
+
+def lenient_answer(response: str) -> str | None:
+    """What lenient ports do (official rule, else any standalone A-D): a separate metric, never accuracy."""
+    return extract_answer(response) or (m.group(1) if (m := _LENIENT.search(response.replace("*", ""))) else None)
+
+
+def to_item(raw: Mapping[str, Any], where: str, need_context: bool = True) -> Item:
+    require_fields(raw, FIELDS if need_context else tuple(f for f in FIELDS if f != "context"), where)
     if raw["answer"] not in ("A", "B", "C", "D"):
         raise DataError(f"{where}: field 'answer' is {raw['answer']!r}; expected one of A, B, C, D")
     meta = {"difficulty": raw["difficulty"], "length": raw["length"]}
@@ -92,16 +101,19 @@ def to_item(raw: Mapping[str, Any], where: str) -> Item:
     return Item(id=str(raw["_id"]), gold=raw["answer"], fields=dict(raw), meta=meta)
 
 
-def load_file(path: Path, limit: int | None = None) -> list[Item]:
+def load_file(path: Path, limit: int | None = None, need_context: bool = True,
+              select: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> list[Item]:
     items: list[Item] = []
     for where, raw in read_records(path, "longbench_v2"):
-        items.append(to_item(raw, where))
+        item = to_item(raw, where, need_context)
+        if all(str(raw.get(k)) in allowed for k, allowed in select):
+            items.append(item)
         if limit is not None and len(items) >= limit:
             break
     return items
 
 
-def load_hub(limit: int | None = None) -> tuple[list[Item], str]:
+def load_hub(limit: int | None = None, select: tuple = ()) -> tuple[list[Item], str]:
     try:
         import datasets
     except ImportError:
@@ -110,44 +122,87 @@ def load_hub(limit: int | None = None) -> tuple[list[Item], str]:
     ds = datasets.load_dataset(HUB_ID, split="train")
     items = []
     for index, raw in enumerate(ds):
-        items.append(to_item(raw, f"{HUB_ID} row {index}"))
+        if all(str(raw.get(k)) in allowed for k, allowed in select):
+            items.append(to_item(raw, f"{HUB_ID} row {index}"))
         if limit is not None and len(items) >= limit:
             break
     return items, f"hub:{HUB_ID}@{getattr(ds, '_fingerprint', '')}"
 
 
+MODES = {"0shot": TEMPLATE_0SHOT, "cot": TEMPLATE_0SHOT_COT, "nocontext": TEMPLATE_NO_CONTEXT}
+
+
 class LongBenchV2(GenerationBenchmark):
+    """Modes: ``0shot`` (default), ``cot`` (two passes: 1024 then 128 new tokens), ``nocontext``."""
+
     name = "longbench_v2"
     default_sampling = SamplingSettings(max_new_tokens=128, temperature=0.1)
+    cot_sampling = SamplingSettings(max_new_tokens=1024, temperature=0.1)
+
+    def sampling(self, greedy: bool) -> SamplingSettings:
+        base = self.cot_sampling if self.options.mode == "cot" else self.default_sampling
+        return SamplingSettings(max_new_tokens=base.max_new_tokens, temperature=0.0 if greedy else base.temperature)
 
     def load_items(self, source: DataSource, ctx: int, limit: int | None) -> list[Item]:
+        need_context = self.options.mode != "nocontext"
+        select = self.options.select
         if source.kind == "file":
-            return load_file(Path(source.location), limit)
+            return load_file(Path(source.location), limit, need_context, select)
         if source.kind == "hub":
-            return load_hub(limit)[0]
+            return load_hub(limit, select)[0]
         if source.kind == "synthetic":
             from .synthetic import synthetic_longbench
 
-            return [to_item(raw, f"synthetic item {i}") for i, raw in enumerate(synthetic_longbench(limit or 8))]
+            raws = synthetic_longbench(limit or 8)
+            return [to_item(r, f"synthetic item {i}") for i, r in enumerate(raws)
+                    if all(str(r.get(k)) in allowed for k, allowed in select)]
         raise DataError(f"longbench_v2: unknown data source kind {source.kind!r}")
 
     def prompt_text(self, item: Item) -> str:
-        return fill(TEMPLATE_0SHOT, item.fields)
+        return fill(MODES[self.options.mode], item.fields)
 
     def score(self, item: Item, response: str) -> dict[str, Any]:
         pred = extract_answer(response)
-        return {"pred": pred, "correct": pred == item.gold, "null": pred is None}
+        lenient = lenient_answer(response)
+        return {"pred": pred, "correct": pred == item.gold, "null": pred is None, "mode": self.options.mode,
+                "lenient_pred": lenient, "lenient_correct": lenient == item.gold}
+
+    def evaluate(self, items: Sequence[Item], session: Any) -> None:
+        if self.options.mode != "cot":
+            return super().evaluate(items, session)
+        # first pass: the document and "Let's think step by step:" (1024 new tokens); its records are
+        # held back and completed by the second pass, which asks for the answer without the document
+        answer_sampling = SamplingSettings(max_new_tokens=128, temperature=session.sampling.temperature,
+                                           seed=session.sampling.seed)
+        answer_builder = PromptBuilder(session.tokenizer, session.ctx, 128, session.chat_mode)
+        emit = session.emit
+        held: list[dict[str, Any]] = []
+        session.emit = held.append
+        try:
+            super().evaluate(items, session)
+        finally:
+            session.emit = emit
+        by_id = {it.id: it for it in items}
+        for start in range(0, len(held), session.chunk_size):
+            chunk = held[start:start + session.chunk_size]
+            scored = [r for r in chunk if not r.get("skipped")]
+            prompts = [answer_builder.build(fill(TEMPLATE_0SHOT_COT_ANS, by_id[r["id"]].fields, r["response"])).ids
+                       for r in scored]
+            answers = session.generate(prompts, answer_sampling) if prompts else []
+            for record, comp in zip(scored, answers, strict=True):
+                record.update(self.score(by_id[record["id"]], comp.text), cot_response=record["response"],
+                              response=comp.text, answer_prompt_tokens=comp.prompt_tokens,
+                              answer_ttft_s=comp.ttft_s, answer_decode_s=comp.decode_s)
+            for record in chunk:
+                emit(record)
 
     def aggregate(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        buckets = official_buckets(records)
-        return {"buckets": buckets, "official": buckets}
-
-
-def describe_source(kind: str, location: str) -> DataSource:
-    """A DataSource with its digest (file contents, or the synthetic generator's version)."""
-    if kind == "file":
-        return DataSource(kind=kind, location=location, digest=file_digest(Path(location)))
-    return DataSource(kind=kind, location=location, digest=f"{kind}:{location}")
+        scored = [r for r in records if not r.get("skipped")]
+        buckets = official_buckets(scored)
+        lenient = sum(1 for r in scored if r.get("lenient_correct"))
+        return {"buckets": buckets, "official": buckets, "mode": self.options.mode,
+                "lenient_accuracy": lenient / len(scored) if scored else None,
+                "skipped_overlength": sum(1 for r in records if r.get("skipped") == "overlength")}
 
 
 __all__ = ["Benchmark", "LongBenchV2", "extract_answer", "fill", "official_buckets"]

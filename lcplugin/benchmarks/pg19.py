@@ -1,0 +1,110 @@
+"""PG-19 perplexity versus context length: the last-K-tokens-at-context-L design.
+
+For context L, every book with at least L tokens contributes ``windows`` windows of L tokens evenly
+spread through it (first at the start, last at the end); the model reads each whole window and the
+negative log-likelihood of its last K tokens is scored (K = 100 by default). Every scored token thus
+sees about L tokens of context, alike for Transformers and SSMs. Windows start mid-text without a
+BOS token. We report token-level perplexity exp(sum NLL / scored tokens) and bits per byte, sum NLL /
+(UTF-8 bytes of the scored text x ln 2), which compares models whose tokenizers differ.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from .base import Benchmark, DataSource, EvalSession, Item
+
+HUB_ID = "deepmind/pg19"
+
+
+def window_starts(n_tokens: int, length: int, windows: int) -> list[int]:
+    """Evenly spread starts of up to ``windows`` windows of ``length`` tokens; none if the book is short."""
+    if n_tokens < length:
+        return []
+    span = n_tokens - length
+    count = max(1, min(windows, span + 1))
+    if count == 1:
+        return [0]
+    return sorted({round(i * span / (count - 1)) for i in range(count)})
+
+
+def synthetic_books(n: int = 3, words: int = 3000, seed: int = 19) -> list[dict[str, str]]:
+    vocab = ["the", "river", "ran", "past", "old", "mills", "and", "quiet", "farms", "where", "children", "played", "near", "the", "water", "while", "the", "miller", "counted", "sacks", "of", "grain", "by", "lamplight"]
+    books = []
+    for b in range(n):
+        rng = random.Random(seed * 100 + b)
+        text = " ".join(rng.choice(vocab) for _ in range(words))
+        books.append({"id": f"synthetic-book-{b}", "title": f"Synthetic book {b}", "text": text})
+    return books
+
+
+class PG19(Benchmark):
+    name = "pg19"
+
+    def load_items(self, source: DataSource, ctx: int, limit: int | None) -> list[Item]:
+        if source.kind == "synthetic":
+            books = synthetic_books()
+        elif source.kind == "file":
+            folder = Path(source.location)
+            if not folder.is_dir():
+                raise DataError(f"pg19: {folder} is not a folder; pass a folder of .txt books with --lc-data pg19=DIR")
+            books = [{"id": p.stem, "title": p.stem, "text": p.read_text(encoding="utf-8", errors="replace")}
+                     for p in sorted(folder.glob("*.txt"))]
+            if not books:
+                raise DataError(f"pg19: {folder} holds no .txt files")
+        elif source.kind == "hub":
+            try:
+                import datasets
+            except ImportError:
+                raise DataError("pg19 from the hub needs the 'datasets' package: pip install 'lcplugin[hub]', "
+                                "or pass a folder of .txt books with --lc-data pg19=DIR") from None
+            ds = datasets.load_dataset(HUB_ID, split="test")
+            books = [{"id": str(i), "title": r["short_book_title"], "text": r["text"]} for i, r in enumerate(ds)]
+        else:
+            raise DataError(f"pg19: unknown data source kind {source.kind!r}")
+        items = [Item(id=b["id"], gold="", fields=b, meta={}) for b in books]
+        return items[:limit] if limit else items
+
+    def evaluate(self, items: Sequence[Item], session: EvalSession) -> None:
+        if session.loglikelihood is None:
+            raise DataError("pg19 needs an engine that scores log-likelihoods")
+        k = self.options.pg19_score_last
+        if k >= session.ctx:
+            raise DataError(f"pg19: --lc-pg19-score-last {k} must be smaller than the context {session.ctx}")
+        tok = session.tokenizer
+        for item in items:
+            text = item.fields["text"]
+            enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            ids, offsets = enc["input_ids"], enc["offset_mapping"]
+            for start in window_starts(len(ids), session.ctx, self.options.pg19_windows):
+                record_id = f"{item.id}@{start}"
+                if record_id in session.done_ids:
+                    continue
+                window = ids[start:start + session.ctx]
+                first = start + session.ctx - k
+                scored_text = text[offsets[first][0]:offsets[start + session.ctx - 1][1]]
+                result = session.loglikelihood(window, k)
+                session.emit({
+                    "id": record_id, "benchmark": self.name, "ctx": session.ctx, "book": item.id,
+                    "prompt_tokens": len(window), "scored_tokens": k, "nll": result.nll,
+                    "bytes": len(scored_text.encode("utf-8")), "ttft_s": result.seconds, "decode_s": None,
+                    "output_tokens": 0, "batch_id": f"{record_id}",
+                })
+            if session.progress:
+                session.progress(1)
+
+    def aggregate(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        nll = sum(r["nll"] for r in records)
+        tokens = sum(r["scored_tokens"] for r in records)
+        nbytes = sum(r["bytes"] for r in records)
+        return {
+            "perplexity": math.exp(nll / tokens) if tokens else None,
+            "bits_per_byte": nll / (nbytes * math.log(2)) if nbytes else None,
+            "books": len({r["book"] for r in records}), "windows": len(records),
+            "score_last": self.options.pg19_score_last,
+        }
