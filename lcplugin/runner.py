@@ -22,8 +22,9 @@ from .hub import hub_status, weights_unreachable
 from .session import Case, LcSession
 
 SYNTHETIC_DEFAULT_LIMIT = 8
-PROPERTY_FIELDS = ("n", "accuracy", "null_rate", "prefill_tok_s", "decode_tok_s", "ttft_s", "wall_s",
-                   "peak_mem_gb", "peak_rss_gb", "truncated")
+PROPERTY_FIELDS = ("n", "accuracy", "null_rate", "prefill_tok_s", "decode_tok_s", "ttft_s", "latency_p50_s",
+                   "latency_p95_s", "wall_s", "peak_mem_gb", "nvml_device_gb", "nvml_process_gb",
+                   "energy_j_per_item", "peak_rss_gb", "truncated", "perplexity", "bits_per_byte")
 
 
 def skip_reason(case: Case, session: LcSession) -> str | None:
@@ -129,7 +130,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     items = session.items[key]
     store = session.store
     worker = engines.get(config)
-    worker.call("reset_peaks")
+    worker.call("telemetry_begin")
     records: list[dict[str, Any]] = []
     batch_prefix = f"{worker.pid}-{time.time_ns()}"  # batch ids are unique within one worker's life
 
@@ -148,14 +149,18 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     started = time.perf_counter()
     benchmark_fixture.pedantic(bench.evaluate, args=(items, eval_session), rounds=1, iterations=1)
     wall = time.perf_counter() - started
-    tele = worker.call("telemetry")
+    tele = worker.call("telemetry_end")
     from .summary import summarize
 
     summary = summarize(records, {
         "benchmark": case.benchmark, "model": case.spec.name, "ctx": case.ctx, "ctx_label": ctx_label(case.ctx),
         "family": case.spec.family, "engine": config.engine, "test": case.id, "wall_s": wall,
-        "peak_mem_gb": tele.get("torch_peak_gb"), "peak_mem_why": tele.get("torch_peak_why"),
-        "peak_rss_gb": tele.get("rss_peak_gb"), "device": tele.get("device"),
+        # peak_mem_gb is the torch allocator's peak: the figure to read for memory. NVML's device figure
+        # includes other processes and, under vLLM, its pre-allocation; its process figure too.
+        "peak_mem_gb": tele.get("torch_peak_gb"), "nvml_device_gb": tele.get("nvml_device_gb"),
+        "nvml_process_gb": tele.get("nvml_process_gb"), "energy_j": tele.get("energy_j"),
+        "energy_j_per_item": (tele["energy_j"] / len(records)) if tele.get("energy_j") and records else None,
+        "peak_rss_gb": tele.get("rss_peak_gb"), "device": tele.get("device"), "unmeasured": tele.get("why", {}),
         "data": source.describe(), "data_digest": source.digest,
         "sampling": {"temperature": sampling.temperature, "max_new_tokens": sampling.max_new_tokens},
         "rope": dict(config.rope) if config.rope else None, "protocol": session.settings.bench.as_dict(),

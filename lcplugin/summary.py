@@ -50,7 +50,8 @@ def summarize(records: Sequence[Mapping[str, Any]], extra: Mapping[str, Any] | N
     records = [r for r in records if not r.get("skipped")]
     n = len(records)
     out: dict[str, Any] = {"n": n, "correct": None, "nulls": None, "accuracy": None, "null_rate": None,
-                           "accuracy_ci95": None, "truncated": sum(1 for r in records if r.get("truncated"))}
+                           "accuracy_ci95": None, "truncated": sum(1 for r in records if r.get("truncated")),
+                           "buckets": {}}
     if n and all("correct" in r for r in records):  # perplexity benchmarks have no accuracy
         correct = sum(1 for r in records if r["correct"])
         nulls = sum(1 for r in records if r.get("null"))

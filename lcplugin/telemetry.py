@@ -83,7 +83,119 @@ def device_name() -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
-def process_snapshot() -> dict[str, Any]:
-    """Memory figures for the summary; absent ones are None with ``*_why`` saying why."""
-    torch_peak, why = torch_peak_gb()
-    return {"rss_peak_gb": round(rss_peak_gb(), 4), "torch_peak_gb": torch_peak, "torch_peak_why": why}
+
+
+class NvmlSampler:
+    """Peak device memory (whole card, and this process with its children) and energy, from NVML.
+
+    A background thread samples every ``interval_s`` while a test runs, because memory peaks come
+    and go between batches and a reading at the end would miss them. Every figure it cannot measure
+    (no NVML, no GPU, a card without an energy counter, a process table hidden by the container)
+    is None and ``why`` says so.
+    """
+
+    def __init__(self, interval_s: float = 0.05, device_index: int = 0) -> None:
+        import os
+        import threading
+
+        self.interval_s = interval_s
+        self.why: dict[str, str] = {}
+        self.peak_device = self.peak_process = None
+        self.energy_start = self.energy_end = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self.nvml: Any = None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            index = int((os.environ.get("CUDA_VISIBLE_DEVICES") or str(device_index)).split(",")[0]) \
+                if (os.environ.get("CUDA_VISIBLE_DEVICES") or "").split(",")[0].isdigit() else device_index
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            self.nvml = pynvml
+        except Exception as exc:  # noqa: BLE001 - no NVML library, no driver, no GPU
+            reason = f"NVML unavailable ({type(exc).__name__}: {exc})" if not isinstance(exc, ImportError) \
+                else "NVML unavailable (pip install nvidia-ml-py)"
+            self.why = {"nvml_device_gb": reason, "nvml_process_gb": reason, "energy_j": reason}
+
+    def _pids(self) -> set[int]:
+        pids = {self._pid}
+        try:
+            import psutil
+
+            pids |= {c.pid for c in psutil.Process(self._pid).children(recursive=True)}
+        except Exception:  # noqa: BLE001
+            pass
+        return pids
+
+    def _sample(self) -> None:
+        nv = self.nvml
+        used = nv.nvmlDeviceGetMemoryInfo(self.handle).used / 1e9
+        self.peak_device = used if self.peak_device is None else max(self.peak_device, used)
+        try:
+            procs = nv.nvmlDeviceGetComputeRunningProcesses(self.handle)
+        except Exception as exc:  # noqa: BLE001
+            self.why["nvml_process_gb"] = f"process table unavailable ({exc})"
+            return
+        mine = [p.usedGpuMemory for p in procs if p.pid in self._pids() and p.usedGpuMemory is not None]
+        if mine:
+            total = sum(mine) / 1e9
+            self.peak_process = total if self.peak_process is None else max(self.peak_process, total)
+        elif procs and self.peak_process is None:
+            self.why["nvml_process_gb"] = "no NVML process entry matches this process (container PID namespace?)"
+
+    def _energy(self) -> float | None:
+        try:
+            return self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle) / 1000.0  # mJ -> J
+        except Exception as exc:  # noqa: BLE001
+            self.why["energy_j"] = f"the card reports no energy counter ({exc})"
+            return None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def start(self) -> NvmlSampler:
+        if self.nvml is not None:
+            import threading
+
+            self._sample()
+            self.energy_start = self._energy()
+            self._thread = threading.Thread(target=self._loop, name="lcplugin-nvml", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._sample()
+            self.energy_end = self._energy()
+        energy = (self.energy_end - self.energy_start
+                  if self.energy_start is not None and self.energy_end is not None else None)
+        return {"nvml_device_gb": self.peak_device, "nvml_process_gb": self.peak_process, "energy_j": energy,
+                "why": dict(self.why)}
+
+
+class TestTelemetry:
+    """What an engine measures around one test: allocator peak, NVML peaks and energy, RSS."""
+
+    def __init__(self) -> None:
+        self._sampler: NvmlSampler | None = None
+
+    def begin(self) -> None:
+        reset_torch_peak()
+        self._sampler = NvmlSampler().start() if cuda_available() else None
+
+    def end(self) -> dict[str, Any]:
+        torch_peak, torch_why = torch_peak_gb()
+        nv = self._sampler.stop() if self._sampler else {
+            "nvml_device_gb": None, "nvml_process_gb": None, "energy_j": None,
+            "why": dict.fromkeys(("nvml_device_gb", "nvml_process_gb", "energy_j"), "no CUDA device")}
+        why = dict(nv.pop("why"))
+        if torch_why:
+            why["torch_peak_gb"] = torch_why
+        self._sampler = None
+        return {"torch_peak_gb": torch_peak, **nv, "rss_peak_gb": round(rss_peak_gb(), 4),
+                "device": device_name(), "why": why}

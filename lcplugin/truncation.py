@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .errors import LcError
 
 _SENTINEL = "\u2063LCPLUGIN\u2063"  # invisible separator: never merged with template text
@@ -77,6 +79,7 @@ class PromptBuilder:
         self.pre_ids = probe[:at]  # what encode() adds around the text (Llama: BOS)
         self.post_ids = probe[at + len(bare):]
         self.special_ids = set(tokenizer.all_special_ids)
+        self._special_array = np.fromiter(self.special_ids, dtype=np.int64)
         if self.chat:
             rendered = apply_chat(tokenizer, _SENTINEL)
             self.chat_prefix, _, self.chat_suffix = rendered.partition(_SENTINEL)
@@ -111,6 +114,14 @@ class PromptBuilder:
             max_len -= len(final) - limit
 
     # -- the fast path: ids in, ids out ------------------------------------------------------
+    def _strip_special(self, ids: list[int]) -> list[int]:
+        """What ``decode(skip_special_tokens=True)`` drops, removed from the ids directly."""
+        if not self.special_ids:
+            return ids
+        arr = np.asarray(ids, dtype=np.int64)
+        keep = ~np.isin(arr, self._special_array)
+        return ids if keep.all() else arr[keep].tolist()
+
     def content_ids(self, text: str) -> list[int]:
         """A document's ids without added special tokens: what the token cache stores."""
         return self.tokenizer.encode(text, add_special_tokens=False)
@@ -165,8 +176,7 @@ class PromptBuilder:
                 h, t = max_len // 2, -(-max_len // 2)
                 head = (pre + _as_list(content[:h]))[:h]
                 tail = (_as_list(content[-t:]) + post)[-t:]
-                body = self.splice([i for i in head if i not in self.special_ids],
-                                   [i for i in tail if i not in self.special_ids])
+                body = self.splice(self._strip_special(head), self._strip_special(tail))
             else:
                 body = _as_list(content)
             prefix, suffix = self.frame

@@ -93,7 +93,7 @@ def sample18_ids(llama_tokenizer, sample18):
     out = {}
     for item in sample18:
         filled = fill(TEMPLATE_0SHOT, item.fields)
-        out[item.id] = (filled, llama_tokenizer.encode(filled))
+        out[item.id] = (filled, llama_tokenizer.encode(filled, add_special_tokens=False))
     return out
 
 
@@ -107,16 +107,40 @@ def test_real_prompts_fit_and_keep_head_and_question(llama_tokenizer, sample18, 
     for item in sample18:
         filled, ids = sample18_ids[item.id]
         tail = filled[filled.index("</text>\n\nWhat is the correct answer"):]
-        built = builder.build(filled, ids)
+        built = builder.build(filled, ids, want_text=True)
         assert len(built.ids) <= ctx - 128, item.id
         assert built.ids[0] == llama_tokenizer.bos_token_id
         body = built.text
         assert head in body, item.id
         assert body.endswith(tail + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"), item.id
         assert llama_tokenizer.decode(built.ids) == built.text
+        assert list(built.ids) == llama_tokenizer.encode(built.text, add_special_tokens=False)  # splice is exact
         truncated += built.truncated
     # every sample18 context exceeds 8k tokens; at 128k the short ones fit whole
     if ctx == 8192:
         assert truncated == 18
     if ctx == 131072:
         assert 0 < truncated < 18
+
+
+@pytest.mark.parametrize("name", ["qwen2", "gpt-neox-20b", "mistral-v3"])
+def test_spliced_prompts_equal_the_literal_protocol(sample18, name):
+    """Fast path (token ids cut and spliced) == the official steps (decode, template, re-encode)."""
+    from transformers import AutoTokenizer
+
+    from lcplugin import truncation
+
+    tok = AutoTokenizer.from_pretrained(shared("tokenizers", name))
+    truncation._SPLICE_OK.clear()
+    truncation._SPLICE_CHECKS.clear()
+    for ctx in (8192, 32768):
+        builder = PromptBuilder(tok, ctx, 128, "auto")
+        for item in sample18[:6]:
+            filled = fill(TEMPLATE_0SHOT, item.fields)
+            built = builder.build(filled, tok.encode(filled, add_special_tokens=False), want_text=True)
+            text, ids, truncated = builder.official(filled)
+            assert (list(built.ids), built.text, built.truncated) == (ids, text, truncated), (name, ctx, item.id)
+            assert len(ids) <= ctx - 128
+    key = next(iter(truncation._SPLICE_OK))
+    # SentencePiece with a prepended space cannot be spliced: it must have fallen back to the literal path
+    assert truncation._SPLICE_OK[key] is (name != "mistral-v3")

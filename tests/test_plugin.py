@@ -20,9 +20,12 @@ def test_collect_only_selects_mamba_at_32k(run_benches):
     assert ids and all("mamba" in i and i.endswith("-32k]") for i in ids)
     models = {i.split("[")[1].rsplit("-", 1)[0] for i in ids}
     assert models == {"mamba-2.8b", "mamba-codestral-7b"}
-    # one test per benchmark module for each selected model
-    modules = {i.split("::")[0] for i in ids}
-    assert len(ids) == len(modules) * len(models)
+    # every benchmark function has exactly the two Mamba models' 32k tests
+    functions = {i.split("[")[0] for i in ids}
+    assert functions == {"benches/test_longbench_v2.py::test_longbench_v2", "benches/test_pg19.py::test_pg19",
+                         "benches/test_ada_leval.py::test_ada_leval_bestanswer",
+                         "benches/test_ada_leval.py::test_ada_leval_tsort"}
+    assert len(ids) == len(functions) * len(models)
 
 
 def test_full_matrix_is_collected_with_family_marks(run_benches):
@@ -37,19 +40,24 @@ def test_offline_default_runs_tiny_models_and_records_everything(run_benches):
     out = run_benches("-rs", "--lc-models", "tiny-llama,tiny-mamba2,llama-3.1-8b-instruct,zamba2-7b",
                       "--lc-limit", "3")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "4 passed" in out.stdout
+    assert "16 passed" in out.stdout  # 4 benchmarks x 2 tiny models x 2 contexts
     assert "llama-3.1-8b-instruct: needs a CUDA GPU" in out.stdout
     assert "zamba2-7b: context 16k exceeds the model's maximum 4k" in out.stdout
     assert "lcplugin summary" in out.stdout and "no baseline" in out.stdout
     summary = only_run_summary(run_benches.results)
     tests = summary["tests"]
-    assert {(t["model"], t["ctx"]) for t in tests} == {(m, c) for m in ("tiny-llama", "tiny-mamba2")
-                                                         for c in (1024, 2048)}
+    assert {(t["benchmark"], t["model"], t["ctx"]) for t in tests} == {
+        (b, m, c) for b in ("longbench_v2", "ada_leval_bestanswer", "ada_leval_tsort", "pg19")
+        for m in ("tiny-llama", "tiny-mamba2") for c in (1024, 2048)}
+    assert all(t["perplexity"] > 1 and t["bits_per_byte"] > 0 for t in tests if t["benchmark"] == "pg19")
     for t in tests:
+        if t["benchmark"] == "pg19":
+            continue
         for key in REQUIRED:
             assert key in t, key
-        assert t["n"] == 3 and t["prefill_tok_s"] > 0 and t["decode_tok_s"] > 0 and t["ttft_s"] > 0
-        assert t["peak_mem_gb"] is None and t["peak_mem_why"] == "no CUDA device"  # CPU: not measured
+        assert t["n"] <= 3 and t["prefill_tok_s"] > 0 and t["decode_tok_s"] > 0 and t["ttft_s"] > 0
+        assert t["peak_mem_gb"] is None and t["unmeasured"]["torch_peak_gb"] == "no CUDA device"  # CPU
+        assert t["nvml_device_gb"] is None and t["energy_j"] is None and "energy_j" in t["unmeasured"]
     run = summary["run"]
     assert run["versions"]["transformers"] and run["settings_hash"] and run["device"].startswith("cpu")
     records_dir = run_benches.results / run["run_id"] / "records" / "longbench_v2"
@@ -63,7 +71,7 @@ def test_offline_default_runs_tiny_models_and_records_everything(run_benches):
 
 @pytest.mark.slow
 def test_baseline_gate_fails_then_rerecording_passes(run_benches):
-    args = ("--lc-models", "tiny-llama", "--lc-ctx", "1k", "--lc-limit", "4")
+    args = ("--lc-models", "tiny-llama", "--lc-ctx", "1k", "--lc-limit", "4", "-k", "longbench_v2")
     first = run_benches(*args, "--lc-update-baselines")
     assert first.returncode == 0, first.stdout[-2000:]
     path = run_benches.baselines / "tiny-llama.json"
@@ -106,7 +114,7 @@ KILLER = textwrap.dedent('''
 def test_killed_worker_fails_one_test_and_the_session_goes_on(run_benches, tmp_path):
     (tmp_path / "lc_killer.py").write_text(KILLER)
     out = run_benches("-p", "lc_killer", "--lc-models", "tiny-llama,tiny-mamba2", "--lc-ctx", "1k,2k",
-                      "--lc-limit", "8", env={"PYTHONPATH": str(tmp_path)})
+                      "--lc-limit", "8", "-k", "longbench_v2", env={"PYTHONPATH": str(tmp_path)})
     text = out.stdout
     assert out.returncode == 1, text[-3000:]
     assert "FAILED benches/test_longbench_v2.py::test_longbench_v2[tiny-llama-1k]" in text

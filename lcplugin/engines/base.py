@@ -21,6 +21,8 @@ from ..errors import EngineError
 # without vLLM or mamba-ssm never imports them.
 _REGISTRY: dict[str, str] = {
     "hf": "lcplugin.engines.hf:HFEngine",
+    "mamba_ssm": "lcplugin.engines.mamba_ssm:MambaSSMEngine",
+    "vllm": "lcplugin.engines.vllm:VLLMEngine",
 }
 SIZED_BY_CONTEXT = frozenset({"vllm"})  # engines whose memory plan depends on the context length
 _EXTRAS = {"vllm": "pip install 'lcplugin[vllm]'", "mamba_ssm": "pip install 'lcplugin[mamba]' (needs CUDA)"}
@@ -94,11 +96,13 @@ class Engine(Protocol):
 
     def loglikelihood(self, tokens: Sequence[int], score_last: int) -> LogLikelihood: ...
 
-    def telemetry(self) -> dict[str, Any]:
-        """Peak memory figures and device facts since the last ``reset_peaks``."""
+    def telemetry_begin(self) -> None:
+        """Reset peaks and start measuring (NVML sampler, energy counter) for one test."""
         ...
 
-    def reset_peaks(self) -> None: ...
+    def telemetry_end(self) -> dict[str, Any]:
+        """Peaks and energy since ``telemetry_begin``; unmeasured figures None, ``why`` says why."""
+        ...
 
     def close(self) -> None: ...
 

@@ -44,6 +44,7 @@ class HFEngine:
         self.device = args.pop("device", "cuda" if torch.cuda.is_available() else "cpu")
         self.max_batch_size = int(args.pop("max_batch_size", 1))
         self.max_batch_tokens = int(args.pop("max_batch_tokens", 1 << 17))
+        self.ignore_eos = bool(args.pop("ignore_eos", False))  # efficiency runs: always max_new_tokens
         attn = args.pop("attn_implementation", "sdpa" if self.device.startswith("cuda") else None)
         common = {"revision": config.revision, "trust_remote_code": config.trust_remote_code}
         self.tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, **common)
@@ -70,6 +71,10 @@ class HFEngine:
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
         self._batch_counter = 0
+        self._telemetry = telemetry.TestTelemetry()
+        if self.device.startswith("cuda"):  # CUDA context, cuBLAS handles, kernels: before any timing
+            self._generate_batch([[self.pad_id] * 64], SamplingSettings(max_new_tokens=4))
+            self._batch_counter = 0
 
     # -- generation -------------------------------------------------------------------------
     def _batches(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -105,7 +110,7 @@ class HFEngine:
         ids, mask = ids.to(self.device), mask.to(self.device)
         kwargs: dict[str, Any] = {
             "max_new_tokens": sampling.max_new_tokens, "min_new_tokens": 1,
-            "eos_token_id": self.eos_ids or None, "pad_token_id": self.pad_id,
+            "eos_token_id": None if self.ignore_eos else (self.eos_ids or None), "pad_token_id": self.pad_id,
             "num_beams": 1, "top_p": 1.0, "top_k": 0,
         }
         if sampling.greedy:
@@ -126,7 +131,7 @@ class HFEngine:
             new = result[row, width:].tolist()
             finish = "length"
             for j, tok in enumerate(new):
-                if tok in self.eos_ids:
+                if tok in self.eos_ids and not self.ignore_eos:
                     new, finish = new[: j + 1], "stop"
                     break
             text = self.tokenizer.decode(new, skip_special_tokens=True)
@@ -157,11 +162,12 @@ class HFEngine:
         return LogLikelihood(nll=float(nll), n_tokens=score_last, seconds=time.perf_counter() - start)
 
     # -- telemetry --------------------------------------------------------------------------
-    def telemetry(self) -> dict[str, Any]:
-        return {**telemetry.process_snapshot(), "device": telemetry.device_name()}
+    def telemetry_begin(self) -> None:
+        self._telemetry = telemetry.TestTelemetry()
+        self._telemetry.begin()
 
-    def reset_peaks(self) -> None:
-        telemetry.reset_torch_peak()
+    def telemetry_end(self) -> dict[str, Any]:
+        return self._telemetry.end()
 
     def close(self) -> None:
         import gc

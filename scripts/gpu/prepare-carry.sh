@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Fill .carry/ (git-ignored) with what the device run needs from ../shared: the tokenizers and a
+# small LongBench-v2 subset of long items (every prompt is cut at 8k, 32k and 128k). Run here,
+# before a device call that carries .carry, .sdist and .whl.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+mkdir -p .carry/tokenizers
+for t in llama3.1 gpt-neox-20b mistral-v3; do cp -r ../shared/data/tokenizers/$t .carry/tokenizers/; done
+python3 - <<'PY'
+import json, lzma
+rows = []
+with lzma.open("../shared/data/longbench_v2/full480.jsonl.xz", "rt") as fh:
+    for line in fh:
+        item = json.loads(line)
+        if 700_000 < len(item["context"]) < 1_200_000:  # well over 128k tokens, not the largest
+            rows.append(line)
+        if len(rows) == 3:
+            break
+with lzma.open(".carry/lb2_long.jsonl.xz", "wt") as out:
+    out.writelines(rows)
+print("items:", len(rows))
+PY
+du -sh .carry .sdist .whl
