@@ -20,7 +20,7 @@ from typing import Any
 
 from .contexts import ctx_label
 from .errors import LcError
-from .stats import fisher_greater, fisher_less
+from .stats import fisher_greater, fisher_less, mcnemar_worse
 from .store import atomic_write_json
 
 FORMAT = "lcplugin-baseline"
@@ -52,7 +52,8 @@ def load(path: Path) -> dict[str, Any] | None:
         raise LcError(f"baseline {path}: format version {doc.get('version')!r} is not supported (expected "
                       f"{VERSION}); re-record it with --lc-update-baselines")
     if not isinstance(doc.get("entries"), dict):
-        raise LcError(f"baseline {path}: field 'entries' is missing or not an object")
+        raise LcError(f"baseline {path}: field 'entries' is missing or not an object; re-record it with "
+                      "--lc-update-baselines")
     return doc
 
 
@@ -87,9 +88,32 @@ def _counts(entry: Mapping[str, Any], key: str, path: Path, which: str) -> tuple
     return k, n
 
 
+def paired_counts(base_items: Mapping[str, Any], records: list[Mapping[str, Any]], flag: int,
+                  key: str) -> tuple[int, int, int]:
+    """(b, c, n) on the items both runs scored: b = went bad (correct->wrong, or answered->null), c = reverse."""
+    b = c = n = 0
+    for r in records:
+        old = base_items.get(str(r["id"]))
+        if old is None or r.get(key) is None:
+            continue
+        n += 1
+        before, now = bool(old[flag]), bool(r[key])
+        if flag == 0:  # accuracy: right before, wrong now
+            b += before and not now
+            c += now and not before
+        else:  # null: answered before, null now
+            b += now and not before
+            c += before and not now
+    return b, c, n
+
+
 def judge(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[str, Any],
-          alpha: float = DEFAULT_ALPHA) -> Verdict:
-    """Compare one test's summary with its baseline entry."""
+          alpha: float = DEFAULT_ALPHA, records: list[Mapping[str, Any]] | None = None) -> Verdict:
+    """Compare one test's summary with its baseline entry.
+
+    With per-item outcomes in the baseline, accuracy and null rate are judged item by item on the
+    items both runs scored (exact McNemar test on the discordant pairs); otherwise on the aggregates
+    (one-sided Fisher exact test)."""
     path = baseline_path(folder, model)
     doc = load(path)
     key = entry_key(benchmark, ctx)
@@ -100,6 +124,18 @@ def judge(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[s
     n_new = summary["n"]
     if n_new == 0 or summary.get("correct") is None or entry.get("correct") is None:
         v.notes.append("no accuracy to gate (no items, or a perplexity benchmark)")
+        return v
+    items = entry.get("items")
+    if isinstance(items, dict) and items and records:
+        for flag, what, field in ((0, "accuracy", "correct"), (1, "null rate", "null")):
+            b, c, n = paired_counts(items, [r for r in records if not r.get("skipped")], flag, field)
+            p = mcnemar_worse(b, c)
+            if p < alpha:
+                verb = "fell" if flag == 0 else "rose"
+                v.failures.append(
+                    f"{what} {verb} against baseline {path} ({key}) on {n} paired items: {b} went worse, {c} went "
+                    f"better: exact McNemar p = {p:.2g} < alpha = {alpha}")
+        v.notes.append("paired (McNemar) on per-item outcomes")
         return v
     k_base, n_base = _counts(entry, key, path, "correct")
     p = fisher_less(k_base, n_base, summary["correct"], n_new)
@@ -113,6 +149,7 @@ def judge(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[s
         v.failures.append(
             f"null rate rose from {m_base}/{n_base} = {m_base / n_base:.3f} (baseline {path}, {key}) to "
             f"{summary['nulls']}/{n_new} = {summary['null_rate']:.3f}: one-sided Fisher exact p = {p:.2g} < alpha = {alpha}")
+    v.notes.append("unpaired (Fisher) on aggregates")
     return v
 
 
@@ -128,8 +165,9 @@ def _locked(path: Path):
 
 
 def record(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[str, Any],
-           machine: str, settings_hash: str) -> Path:
-    """Write this test's figures into the model's baseline (other entries kept)."""
+           machine: str, settings_hash: str, records: list[Mapping[str, Any]] | None = None) -> Path:
+    """Write this test's figures, and its per-item outcomes for paired gates, into the model's
+    baseline (other entries kept)."""
     path = baseline_path(folder, model)
     with _locked(path):
         try:
@@ -141,6 +179,8 @@ def record(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[
             "n": summary["n"], "correct": summary["correct"], "nulls": summary["nulls"],
             "accuracy": summary["accuracy"], "null_rate": summary["null_rate"],
             "machine": machine, "settings_hash": settings_hash,
+            **({"items": {str(r["id"]): [int(bool(r.get("correct"))), int(bool(r.get("null")))]
+                          for r in records if not r.get("skipped") and "correct" in r}} if records else {}),
             "recorded": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         doc["entries"] = dict(sorted(doc["entries"].items()))

@@ -47,6 +47,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="keep items by the dataset's own labels, e.g. 'difficulty=hard;length=short,medium'")
     g.addoption("--lc-overlength", choices=("truncate", "skip"), default="truncate",
                 help="a prompt longer than the context: cut in the middle (official) or skip the item")
+    g.addoption("--lc-resume", default=None, metavar="RUN_ID",
+                help="continue a run folder (default: an unfinished run with the same settings is continued)")
     g.addoption("--lc-pg19-windows", type=int, default=10, metavar="N", help="PG-19 windows per book (default 10)")
     g.addoption("--lc-pg19-score-last", type=int, default=100, metavar="K",
                 help="PG-19: score the last K tokens of each window (default 100)")
@@ -66,7 +68,7 @@ def _settings(config: pytest.Config) -> Settings:
         data=parse_data_options(opt("--lc-data")), results=Path(opt("--lc-results")),
         baselines=Path(opt("--lc-baselines")), update_baselines=opt("--lc-update-baselines"),
         engine=opt("--lc-engine"), specs_dirs=tuple(Path(d) for d in opt("--lc-specs")), alpha=alpha,
-        sampling=opt("--lc-sampling"),
+        sampling=opt("--lc-sampling"), resume=opt("--lc-resume"),
         bench=BenchOptions(mode=opt("--lc-mode"), select=parse_select(opt("--lc-select")),
                            overlength=opt("--lc-overlength"), pg19_windows=opt("--lc-pg19-windows"),
                            pg19_score_last=opt("--lc-pg19-score-last")))
@@ -147,6 +149,14 @@ def lc_run(lc_session: LcSession, lc_engines: Any, benchmark: Any, record_proper
     from .runner import run_case
 
     return lambda case: run_case(case, lc_session, lc_engines, benchmark, record_property)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A run that went through (passed or failed) is finished; a killed or interrupted one is not,
+    so the next session with the same settings continues it."""
+    lc = session.config.stash.get(_SESSION, None)
+    if lc is not None and lc._store is not None and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        lc.store.finish()
 
 
 def _fmt(value: Any, spec: str) -> str:

@@ -131,11 +131,15 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     store = session.store
     worker = engines.get(config)
     worker.call("telemetry_begin")
-    records: list[dict[str, Any]] = []
+    test_key = session.test_key(case.benchmark, case.spec, case.ctx, source.digest)
+    wanted = {it.id for it in items}
+    records = [r for r in store.resume_records(case.benchmark, case.spec.name, case.ctx, test_key)
+               if r["id"] in wanted or str(r["id"]).split("@")[0] in wanted]
     batch_prefix = f"{worker.pid}-{time.time_ns()}"  # batch ids are unique within one worker's life
 
     def emit(record: dict[str, Any]) -> None:
-        record = {"model": case.spec.name, **record, "batch_key": f"{batch_prefix}:{record['batch_id']}"}
+        record = {"model": case.spec.name, **record, "test_key": test_key,
+                  "batch_key": f"{batch_prefix}:{record.get('batch_id')}"}
         store.append(case.benchmark, case.spec.name, case.ctx, record)
         records.append(record)
 
@@ -145,6 +149,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
         chat_mode=case.spec.chat_template, sampling=sampling, emit=emit,
         chunk_size=int(case.spec.engine_args.get("max_batch_size", 1)) * 4,
         window=case.spec.max_context, data_key=source.digest, content_ids=cache.content_ids,
+        done_ids=frozenset(str(r["id"]) for r in records),
         loglikelihood=lambda tokens, k: worker.call("loglikelihood", tokens, k))
     started = time.perf_counter()
     benchmark_fixture.pedantic(bench.evaluate, args=(items, eval_session), rounds=1, iterations=1)
@@ -166,24 +171,25 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
         "rope": dict(config.rope) if config.rope else None, "protocol": session.settings.bench.as_dict(),
         **bench.aggregate(records),
     })
-    return _finish(case, session, summary, benchmark_fixture, record_property)
+    return _finish(case, session, summary, benchmark_fixture, record_property, records)
 
 
 def _finish(case: Case, session: LcSession, summary: dict[str, Any], benchmark_fixture: Any,
-            record_property: Any) -> dict[str, Any]:
+            record_property: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
     folder = session.baselines_dir()
     settings = session.settings
     if settings.update_baselines:
         path = baselines.record(folder, case.spec.name, case.benchmark, case.ctx, summary,
-                                machine=str(summary.get("device")), settings_hash=settings.fingerprint())
+                                machine=str(summary.get("device")), settings_hash=settings.fingerprint(),
+                                records=records)
         summary["baseline"] = {"path": str(path), "status": "recorded"}
         verdict = None
     else:
-        verdict = baselines.judge(folder, case.spec.name, case.benchmark, case.ctx, summary, settings.alpha)
+        verdict = baselines.judge(folder, case.spec.name, case.benchmark, case.ctx, summary, settings.alpha, records)
         summary["baseline"] = {
             "path": verdict.baseline, "status": "none" if verdict.entry is None else ("ok" if verdict.ok else "regressed"),
             "accuracy": verdict.entry.get("accuracy") if verdict.entry else None,
-            "delta_accuracy": verdict.delta_accuracy, "failures": verdict.failures,
+            "delta_accuracy": verdict.delta_accuracy, "failures": verdict.failures, "test": verdict.notes,
         }
     session.store.put_test(summary)
     session.summaries.append(summary)

@@ -50,6 +50,7 @@ class Settings:
     alpha: float = 0.05
     sampling: str = "official"  # or "greedy"
     bench: BenchOptions = field(default_factory=BenchOptions)
+    resume: str | None = None
 
     def fingerprint(self) -> str:
         blob = json.dumps({"limit": self.limit, "data": self.data, "engine": self.engine,
@@ -80,6 +81,20 @@ def parse_data_options(values: list[str]) -> dict[str, str]:
             raise LcError(f"--lc-data {value!r}: write BENCH=PATH, e.g. --lc-data longbench_v2=data/lb2.jsonl")
         out[bench.strip()] = path.strip()
     return out
+
+
+def find_unfinished(root: Path, fingerprint: str) -> str | None:
+    """The newest run under ``root`` with these settings that did not finish (killed or interrupted)."""
+    if not root.is_dir():
+        return None
+    for folder in sorted((p for p in root.iterdir() if p.is_dir()), reverse=True):
+        try:
+            run = json.loads((folder / "summary.json").read_text(encoding="utf-8"))["run"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if run.get("settings_hash") == fingerprint and not run.get("finished"):
+            return folder.name
+    return None
 
 
 def _git_revision(root: Path) -> str | None:
@@ -140,24 +155,42 @@ class LcSession:
 
     @property
     def store(self) -> RunStore:
+        """The run folder: ``--lc-resume RUN_ID``, else an unfinished run with the same settings, else new."""
         if self._store is None:
             from . import telemetry
 
-            run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + self.settings.fingerprint()[:6]
+            results = self.settings.results
+            root = results if results.is_absolute() else self.rootdir / results
+            fingerprint = self.settings.fingerprint()
+            run_id = self.settings.resume or find_unfinished(root, fingerprint)
+            if self.settings.resume and not (root / run_id).is_dir():
+                raise LcError(f"--lc-resume {run_id}: no such run folder under {root}")
+            run_id = run_id or time.strftime("%Y%m%d-%H%M%S") + "-" + fingerprint[:6]
             meta = {
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "settings": {**{k: (str(v) if isinstance(v, Path) else v)
-                                for k, v in self.settings.__dict__.items()},
-                             "ctx": list(self.settings.ctx or [])},
-                "settings_hash": self.settings.fingerprint(),
+                                for k, v in self.settings.__dict__.items() if k != "bench"},
+                             "ctx": list(self.settings.ctx or []), "bench": self.settings.bench.as_dict()},
+                "settings_hash": fingerprint,
                 "versions": _versions(),
                 "device": telemetry.device_name(),
                 "git_revision": _git_revision(self.rootdir),
             }
-            results = self.settings.results
-            root = results if results.is_absolute() else self.rootdir / results
             self._store = RunStore(root, run_id, meta)
+            if self._store.resumed and self._store.meta.get("settings_hash") not in (None, fingerprint):
+                raise LcError(f"--lc-resume {run_id}: that run was made with other settings "
+                              f"(hash {self._store.meta.get('settings_hash')}, now {fingerprint}); "
+                              "resume it with the same options, or start a new run")
         return self._store
+
+    def test_key(self, benchmark: str, spec: ModelSpec, ctx: int, data_digest: str) -> str:
+        """What a record's result depends on; resumed records with another key are never reused."""
+        blob = json.dumps({"benchmark": benchmark, "source": spec.source, "revision": spec.revision,
+                           "dtype": spec.dtype, "engine": self.settings.engine or spec.engine,
+                           "engine_args": dict(spec.engine_args), "rope": spec.rope_for(ctx),
+                           "chat": spec.chat_template, "tokenizer": spec.tokenizer, "ctx": ctx,
+                           "data": data_digest, "settings": self.settings.fingerprint()}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def baselines_dir(self) -> Path:
         b = self.settings.baselines

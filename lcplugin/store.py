@@ -39,14 +39,20 @@ class RunStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.meta = dict(meta, run_id=run_id)
         self.tests: dict[str, dict[str, Any]] = {}
+        self.resumed = False
+        self._repaired: set[Path] = set()
         summary = self.dir / "summary.json"
-        if summary.exists():  # a resumed run keeps what it summarized before
+        if summary.exists():  # a resumed run keeps its first metadata and what it summarized before
             try:
                 old = json.loads(summary.read_text(encoding="utf-8"))
+                self.meta = {**old.get("run", {}), "resumed_at": self.meta.get("started")}
+                self.meta.pop("finished", None)
                 for t in old.get("tests", []):
                     self.tests[test_key(t["benchmark"], t["model"], t["ctx"])] = t
+                self.resumed = True
             except (json.JSONDecodeError, KeyError, TypeError):
                 pass
+        self.write_summary()  # an unfinished run is findable (and resumable) from its first moment
 
     def records_path(self, benchmark: str, model: str, ctx: int) -> Path:
         return self.dir / "records" / benchmark / f"{model}-{ctx}.jsonl"
@@ -54,10 +60,38 @@ class RunStore:
     def append(self, benchmark: str, model: str, ctx: int, record: Mapping[str, Any]) -> None:
         path = self.records_path(benchmark, model, ctx)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path not in self._repaired:
+            _drop_torn_tail(path)
+            self._repaired.add(path)
         with path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+
+    def resume_records(self, benchmark: str, model: str, ctx: int, key: str) -> list[dict[str, Any]]:
+        """Records a killed run already wrote for this test, if made with the same ``key``.
+
+        Records made with another key (another model revision, protocol, data file) are moved aside
+        to ``*.stale-N.jsonl`` and the test starts over: stale records are never reused.
+        """
+        path = self.records_path(benchmark, model, ctx)
+        rows = list(iter_records(path))
+        if rows and any(r.get("test_key") != key for r in rows):
+            n = 1
+            while path.with_suffix(f".stale-{n}.jsonl").exists():
+                n += 1
+            path.rename(path.with_suffix(f".stale-{n}.jsonl"))
+            return []
+        latest: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            latest[str(r["id"])] = r
+        return list(latest.values())
+
+    def finish(self) -> None:
+        import time
+
+        self.meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.write_summary()
 
     def read(self, benchmark: str, model: str, ctx: int) -> list[dict[str, Any]]:
         return list(iter_records(self.records_path(benchmark, model, ctx)))
@@ -68,6 +102,19 @@ class RunStore:
 
     def write_summary(self) -> None:
         atomic_write_json(self.dir / "summary.json", {"run": self.meta, "tests": list(self.tests.values())})
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """A kill mid-write can leave half a line; cut it before appending, or the next record fuses with it."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return
+        fh.seek(0)
+        data = fh.read()
+        fh.truncate(data.rfind(b"\n") + 1)
 
 
 def iter_records(path: Path) -> Iterator[dict[str, Any]]:

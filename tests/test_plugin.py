@@ -71,18 +71,24 @@ def test_offline_default_runs_tiny_models_and_records_everything(run_benches):
 
 @pytest.mark.slow
 def test_baseline_gate_fails_then_rerecording_passes(run_benches):
-    args = ("--lc-models", "tiny-llama", "--lc-ctx", "1k", "--lc-limit", "4", "-k", "longbench_v2")
+    args = ("--lc-models", "tiny-llama", "--lc-ctx", "1k", "--lc-limit", "8", "-k", "longbench_v2")
     first = run_benches(*args, "--lc-update-baselines")
     assert first.returncode == 0, first.stdout[-2000:]
     path = run_benches.baselines / "tiny-llama.json"
     doc = json.loads(path.read_text())
     entry = doc["entries"]["longbench_v2/1k"]
-    assert entry["n"] == 4 and entry["accuracy"] == 0.0
-    entry.update(accuracy=1.0, correct=4)  # a baseline the random model cannot meet
+    assert entry["n"] == 8 and entry["accuracy"] == 0.0 and len(entry["items"]) == 8
+    # a baseline the random model cannot meet: every item right
+    entry.update(accuracy=1.0, correct=8, items={i: [1, 0] for i in entry["items"]})
     path.write_text(json.dumps(doc))
     gated = run_benches(*args)
     assert gated.returncode == 1
-    assert str(path) in gated.stdout and "accuracy fell from 4/4" in gated.stdout and "Fisher" in gated.stdout
+    assert str(path) in gated.stdout and "8 went worse, 0 went better" in gated.stdout and "McNemar" in gated.stdout
+    del entry["items"]  # aggregates only: the unpaired test
+    path.write_text(json.dumps(doc))
+    gated = run_benches(*args)
+    assert gated.returncode == 1
+    assert str(path) in gated.stdout and "accuracy fell from 8/8" in gated.stdout and "Fisher" in gated.stdout
     rerecorded = run_benches(*args, "--lc-update-baselines")
     assert rerecorded.returncode == 0
     again = run_benches(*args)
@@ -156,3 +162,51 @@ def test_unreachable_hub_is_detected_quickly_and_skips(run_benches, tmp_path):
     assert out.returncode == 0, out.stdout[-2000:]
     assert "hubby: weights of org/not-cached are not in the local Hugging Face cache and the hub is unreachable" \
         in out.stdout
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing(run_benches, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import REPO
+
+    args = ["--lc-models", "tiny-mamba2", "--lc-ctx", "1k", "--lc-limit", "10", "-k", "longbench_v2"]
+    reference = run_benches(*args, "--lc-results", str(tmp_path / "reference"))
+    assert reference.returncode == 0, reference.stdout[-2000:]
+    results = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "pytest", "benches", "-p", "no:cacheprovider", "--lc-results", str(results),
+           "--lc-baselines", str(tmp_path / "bl"), *args]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.time() + 120
+    records = None
+    while time.time() < deadline:
+        found = list(results.glob("*/records/longbench_v2/tiny-mamba2-1024.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 3:
+            records = found[0]
+            break
+        time.sleep(0.05)
+    assert records is not None, "the run never wrote three records"
+    os.killpg(proc.pid, signal.SIGKILL)  # pytest and its engine worker, mid-run
+    proc.wait()
+    done_before = len(records.read_text().splitlines())
+    assert done_before < 10
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert again.returncode == 0, again.stdout[-2000:]
+    assert len(list(results.iterdir())) == 1  # the same run folder was continued
+    rows = [json.loads(line) for line in records.read_text().splitlines()]
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)) == 10
+    resumed = only_run_summary(results)["tests"][0]
+    uninterrupted = only_run_summary(tmp_path / "reference")["tests"][0]
+    for key in ("n", "correct", "nulls", "accuracy", "null_rate", "accuracy_ci95", "buckets", "truncated"):
+        assert resumed[key] == uninterrupted[key], key
+    ref_rows = {json.loads(line)["id"]: json.loads(line) for line in
+                next((tmp_path / "reference").glob("*/records/longbench_v2/*.jsonl")).read_text().splitlines()}
+    assert {r["id"]: r["response"] for r in rows} == {i: r["response"] for i, r in ref_rows.items()}
+    assert only_run_summary(results)["run"]["finished"]
