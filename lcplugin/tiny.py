@@ -33,9 +33,10 @@ def _recipes() -> dict[str, Callable[[], Any]]:
 
     common = dict(vocab_size=VOCAB, bos_token_id=256, eos_token_id=257, pad_token_id=258)
     return {
+        # head_dim 64: vLLM's CPU attention (the cross-engine check) supports no smaller heads
         "tiny-llama": lambda: T.LlamaConfig(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=4096, **common),
+            hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, max_position_embeddings=4096, **common),
         "tiny-mamba": lambda: T.MambaConfig(
             hidden_size=64, state_size=8, num_hidden_layers=2, expand=2, conv_kernel=4, **common),
         "tiny-mamba2": lambda: T.Mamba2Config(

@@ -27,6 +27,9 @@ from .base import Completion, EngineConfig, LogLikelihood, SamplingSettings
 
 class VLLMEngine:
     def __init__(self, config: EngineConfig) -> None:
+        # the engine core in this (worker) process: no second process to lose track of, and the
+        # worker's death takes the whole engine with it
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         try:
             from vllm import LLM, SamplingParams
         except ImportError as exc:
@@ -78,8 +81,11 @@ class VLLMEngine:
             end = time.perf_counter()
             comp = result.outputs[0]
             ttft, decode = _timings(result.metrics, start, end)
+            # decode the ids ourselves, as the other engines do: vLLM's incremental detokenizer can
+            # differ at byte-level token boundaries, and the text is what gets scored
+            text = self.tokenizer.decode(list(comp.token_ids), skip_special_tokens=True)
             out.append(Completion(
-                text=comp.text, prompt_tokens=len(prompt), output_tokens=len(comp.token_ids),
+                text=text, prompt_tokens=len(prompt), output_tokens=len(comp.token_ids),
                 output_ids=tuple(comp.token_ids), batch_id=self._batch_counter, batch_size=1, ttft_s=ttft,
                 decode_s=decode, finish_reason="stop" if comp.finish_reason == "stop" else "length"))
         return out
