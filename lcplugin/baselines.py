@@ -107,6 +107,46 @@ def paired_counts(base_items: Mapping[str, Any], records: list[Mapping[str, Any]
     return b, c, n
 
 
+EFFICIENCY = {"prefill_tok_s": "fall", "decode_tok_s": "fall", "peak_mem_gb": "grow"}
+
+
+def parse_tolerances(text: str | None) -> dict[str, float]:
+    """``prefill_tok_s=10,decode_tok_s=10,peak_mem_gb=5`` -> percentages per figure."""
+    out: dict[str, float] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or key.strip() not in EFFICIENCY:
+            raise LcError(f"--lc-efficiency-tolerance {text!r}: write FIGURE=PERCENT,... with FIGURE one of "
+                          f"{', '.join(EFFICIENCY)}")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise LcError(f"--lc-efficiency-tolerance: {value!r} is not a percentage") from None
+    return out
+
+
+def judge_efficiency(entry: Mapping[str, Any], summary: Mapping[str, Any], path: Path, key: str) -> list[str]:
+    """Efficiency gates: a figure may not fall (speed) or grow (memory) beyond its tolerance in the file.
+
+    Timings belong to a machine: tolerances are recorded only on request (``--lc-efficiency-tolerance``)
+    and only gate where the baseline has them."""
+    failures = []
+    base = entry.get("efficiency") or {}
+    for figure, pct in (entry.get("tolerance_pct") or {}).items():
+        old, new = base.get(figure), summary.get(figure)
+        if old is None or new is None or figure not in EFFICIENCY:
+            continue
+        if EFFICIENCY[figure] == "fall" and new < old * (1 - pct / 100):
+            failures.append(f"{figure} fell from {old:.4g} to {new:.4g} (baseline {path}, {key}): more than the "
+                            f"{pct:g} % the baseline allows")
+        if EFFICIENCY[figure] == "grow" and new > old * (1 + pct / 100):
+            failures.append(f"{figure} grew from {old:.4g} to {new:.4g} (baseline {path}, {key}): more than the "
+                            f"{pct:g} % the baseline allows")
+    return failures
+
+
 def judge(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[str, Any],
           alpha: float = DEFAULT_ALPHA, records: list[Mapping[str, Any]] | None = None) -> Verdict:
     """Compare one test's summary with its baseline entry.
@@ -121,6 +161,7 @@ def judge(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[s
         return Verdict(baseline=str(path), entry=None, notes=[f"no baseline for {key} in {path}"])
     entry = doc["entries"][key]
     v = Verdict(baseline=str(path), entry=entry, current_accuracy=summary.get("accuracy"))
+    v.failures.extend(judge_efficiency(entry, summary, path, key))
     n_new = summary["n"]
     if n_new == 0 or summary.get("correct") is None or entry.get("correct") is None:
         v.notes.append("no accuracy to gate (no items, or a perplexity benchmark)")
@@ -165,7 +206,8 @@ def _locked(path: Path):
 
 
 def record(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[str, Any],
-           machine: str, settings_hash: str, records: list[Mapping[str, Any]] | None = None) -> Path:
+           machine: str, settings_hash: str, records: list[Mapping[str, Any]] | None = None,
+           tolerances: Mapping[str, float] | None = None) -> Path:
     """Write this test's figures, and its per-item outcomes for paired gates, into the model's
     baseline (other entries kept)."""
     path = baseline_path(folder, model)
@@ -179,6 +221,7 @@ def record(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[
             "n": summary["n"], "correct": summary["correct"], "nulls": summary["nulls"],
             "accuracy": summary["accuracy"], "null_rate": summary["null_rate"],
             "machine": machine, "settings_hash": settings_hash,
+            "efficiency": {k: summary.get(k) for k in EFFICIENCY}, "tolerance_pct": dict(tolerances or {}),
             **({"items": {str(r["id"]): [int(bool(r.get("correct"))), int(bool(r.get("null")))]
                           for r in records if not r.get("skipped") and "correct" in r}} if records else {}),
             "recorded": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

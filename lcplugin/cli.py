@@ -129,6 +129,25 @@ def cmd_prep_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise LcError("report needs matplotlib: pip install 'lcplugin[plots]'") from None
+    paths = write_report([Path(d) for d in args.runs], Path(args.out))
+    print(f"wrote {len(paths)} files to {args.out}: " + ", ".join(p.name for p in paths))
+    return 0
+
+
+def cmd_gate_sim(args: argparse.Namespace) -> int:
+    from .gatesim import run
+
+    print(json.dumps(run(Path(args.run_a), Path(args.run_b), args.reps, args.alpha), indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lcplugin", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ctx", default="8k,16k,32k,64k,128k")
     p.add_argument("--limit", type=int, default=None)
     p.set_defaults(func=cmd_prep_bench)
+    p = sub.add_parser("gate-sim", help="false-alarm rate and detectable drop of the gates, by simulation")
+    p.add_argument("run_a", help="one real run's outputs (LongBench-v2 format)")
+    p.add_argument("run_b", help="another run of the same model, for per-item noise")
+    p.add_argument("--reps", type=int, default=2000)
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.set_defaults(func=cmd_gate_sim)
+    p = sub.add_parser("report", help="plots and report.md of figures versus context length")
+    p.add_argument("runs", nargs="+", help="run folders (results/<run-id>)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)
     return parser
 
 

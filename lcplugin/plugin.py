@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from .baselines import parse_tolerances
 from .benchmarks.base import BenchOptions
 from .contexts import parse_ctx_list
 from .errors import LcError
@@ -49,6 +50,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="a prompt longer than the context: cut in the middle (official) or skip the item")
     g.addoption("--lc-resume", default=None, metavar="RUN_ID",
                 help="continue a run folder (default: an unfinished run with the same settings is continued)")
+    g.addoption("--lc-allow-remote-code", action="store_true",
+                help="let specs that set trust_remote_code run the model's own Python code (off by default)")
+    g.addoption("--lc-efficiency-tolerance", default=None, metavar="FIG=PCT,...",
+                help="with --lc-update-baselines: gate prefill_tok_s, decode_tok_s, peak_mem_gb within these percentages")
+    g.addoption("--lc-wandb", default=None, metavar="PROJECT",
+                help="log the summary and per-item table to Weights & Biases (offline unless WANDB_MODE is set)")
+    g.addoption("--lc-progress-every", type=float, default=180.0, metavar="S",
+                help="non-interactive or -q: a progress line every S seconds (default 180; 0: none)")
     g.addoption("--lc-pg19-windows", type=int, default=10, metavar="N", help="PG-19 windows per book (default 10)")
     g.addoption("--lc-pg19-score-last", type=int, default=100, metavar="K",
                 help="PG-19: score the last K tokens of each window (default 100)")
@@ -68,7 +77,8 @@ def _settings(config: pytest.Config) -> Settings:
         data=parse_data_options(opt("--lc-data")), results=Path(opt("--lc-results")),
         baselines=Path(opt("--lc-baselines")), update_baselines=opt("--lc-update-baselines"),
         engine=opt("--lc-engine"), specs_dirs=tuple(Path(d) for d in opt("--lc-specs")), alpha=alpha,
-        sampling=opt("--lc-sampling"), resume=opt("--lc-resume"),
+        sampling=opt("--lc-sampling"), resume=opt("--lc-resume"), allow_remote_code=opt("--lc-allow-remote-code"),
+        tolerances=parse_tolerances(opt("--lc-efficiency-tolerance")),
         bench=BenchOptions(mode=opt("--lc-mode"), select=parse_select(opt("--lc-select")),
                            overlength=opt("--lc-overlength"), pg19_windows=opt("--lc-pg19-windows"),
                            pg19_score_last=opt("--lc-pg19-score-last")))
@@ -144,11 +154,12 @@ def lc_engines(lc_session: LcSession) -> Iterator[Any]:
 
 
 @pytest.fixture
-def lc_run(lc_session: LcSession, lc_engines: Any, benchmark: Any, record_property: Any) -> Any:
+def lc_run(lc_session: LcSession, lc_engines: Any, benchmark: Any, record_property: Any,
+           request: pytest.FixtureRequest) -> Any:
     """Call with the test's ``lc_case`` to run it; returns the test's summary."""
     from .runner import run_case
 
-    return lambda case: run_case(case, lc_session, lc_engines, benchmark, record_property)
+    return lambda case: run_case(case, lc_session, lc_engines, benchmark, record_property, request.config)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -190,3 +201,15 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             f"{_fmt(s.get('decode_tok_s'), '.1f'):>9} {_fmt(s.get('ttft_s'), '.3f'):>7} "
             f"{_fmt(s.get('peak_mem_gb'), '.2f'):>7} {_fmt(s.get('perplexity'), '.2f'):>8} {vs:>18}")
     tr.write_line(f"run folder: {lc.store.dir}  (per-item records under records/, summary.json)")
+    try:
+        from .report import write_report
+
+        write_report([lc.store.dir], lc.store.dir / "report")
+        tr.write_line(f"report: {lc.store.dir / 'report'}  (report.md and PNG plots versus context length)")
+    except ImportError:
+        tr.write_line("report: pip install 'lcplugin[plots]' for plots, then python -m lcplugin report RUN_DIR --out DIR")
+    project = config.getoption("--lc-wandb")
+    if project:
+        from .tracking import log_run
+
+        tr.write_line("wandb: " + log_run(project, lc.store.dir, lc.store.meta, lc.summaries))

@@ -32,6 +32,9 @@ def skip_reason(case: Case, session: LcSession) -> str | None:
     spec = case.spec
     if case.ctx > spec.max_context:
         return f"{spec.name}: context {ctx_label(case.ctx)} exceeds the model's maximum {ctx_label(spec.max_context)}"
+    if spec.trust_remote_code and not session.settings.allow_remote_code:
+        return (f"{spec.name}: spec {Path(spec.path).name} sets trust_remote_code, which runs the model "
+                "repository's own Python code; pass --lc-allow-remote-code to allow it")
     engine = session.settings.engine or spec.engine
     if engine not in registered_engines():
         return f"{spec.name}: engine {engine!r} is not available in this lcplugin (have: {', '.join(registered_engines())})"
@@ -74,7 +77,8 @@ def engine_config(case: Case, session: LcSession, max_new_tokens: int) -> Engine
     return EngineConfig(
         engine=config_engine, model=spec.name, source=model_path,
         tokenizer=_resolve(spec.tokenizer) if spec.tokenizer else model_path, dtype=spec.dtype,
-        revision=spec.revision, trust_remote_code=spec.trust_remote_code, rope=spec.rope_for(case.ctx),
+        revision=spec.revision, trust_remote_code=spec.trust_remote_code and session.settings.allow_remote_code,
+        rope=spec.rope_for(case.ctx),
         # engines that size their KV cache at load (vLLM) get the test's context; others load once
         max_model_len=case.ctx if config_engine in SIZED_BY_CONTEXT else None, engine_args=dict(spec.engine_args))
 
@@ -100,12 +104,12 @@ def _token_cache(session: LcSession, tokenizer: Any) -> Any:
 
 
 def run_case(case: Case, session: LcSession, engines: EngineManager, benchmark_fixture: Any,
-             record_property: Any) -> dict[str, Any]:
+             record_property: Any, pytest_config: Any = None) -> dict[str, Any]:
     reason = skip_reason(case, session)
     if reason:
         pytest.skip(reason)
     try:
-        return _run(case, session, engines, benchmark_fixture, record_property)
+        return _run(case, session, engines, benchmark_fixture, record_property, pytest_config)
     except WorkerDied as exc:
         engines.discard()
         message = str(exc)
@@ -115,7 +119,7 @@ def run_case(case: Case, session: LcSession, engines: EngineManager, benchmark_f
 
 
 def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixture: Any,
-         record_property: Any) -> dict[str, Any]:
+         record_property: Any, pytest_config: Any) -> dict[str, Any]:
     bench = get_benchmark(case.benchmark, session.settings.bench)
     sampling = bench.sampling(session.settings.sampling == "greedy")
     config = engine_config(case, session, sampling.max_new_tokens)
@@ -151,8 +155,18 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
         window=case.spec.max_context, data_key=source.digest, content_ids=cache.content_ids,
         done_ids=frozenset(str(r["id"]) for r in records),
         loglikelihood=lambda tokens, k: worker.call("loglikelihood", tokens, k))
+    if pytest_config is not None:
+        from .progress import for_pytest
+
+        progress = for_pytest(pytest_config, f"{case.benchmark}[{case.id}]", len(items),
+                              lambda: sum(r.get("prompt_tokens", 0) + r.get("output_tokens", 0) for r in records))
+        eval_session.progress = progress.advance
     started = time.perf_counter()
-    benchmark_fixture.pedantic(bench.evaluate, args=(items, eval_session), rounds=1, iterations=1)
+    try:
+        benchmark_fixture.pedantic(bench.evaluate, args=(items, eval_session), rounds=1, iterations=1)
+    finally:
+        if pytest_config is not None:
+            progress.close()
     wall = time.perf_counter() - started
     tele = worker.call("telemetry_end")
     from .summary import summarize
@@ -181,7 +195,7 @@ def _finish(case: Case, session: LcSession, summary: dict[str, Any], benchmark_f
     if settings.update_baselines:
         path = baselines.record(folder, case.spec.name, case.benchmark, case.ctx, summary,
                                 machine=str(summary.get("device")), settings_hash=settings.fingerprint(),
-                                records=records)
+                                records=records, tolerances=settings.tolerances)
         summary["baseline"] = {"path": str(path), "status": "recorded"}
         verdict = None
     else:

@@ -51,6 +51,8 @@ class Settings:
     sampling: str = "official"  # or "greedy"
     bench: BenchOptions = field(default_factory=BenchOptions)
     resume: str | None = None
+    allow_remote_code: bool = False
+    tolerances: dict[str, float] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
         blob = json.dumps({"limit": self.limit, "data": self.data, "engine": self.engine,

@@ -62,3 +62,19 @@ def test_old_or_wrong_baselines_are_named(tmp_path, content, message):
     with pytest.raises(LcError, match=message) as err:
         baselines.judge(tmp_path, "m", "b", 4096, _summary(1, 0, 4))
     assert str(tmp_path / "m.json") in str(err.value) and "--lc-update-baselines" in str(err.value)
+
+
+def test_efficiency_tolerances_gate_only_where_recorded(tmp_path):
+    fast = {**_summary(1, 0, 4), "prefill_tok_s": 1000.0, "decode_tok_s": 50.0, "peak_mem_gb": 10.0}
+    baselines.record(tmp_path, "m", "b", 4096, fast, "gpu", "h")  # no tolerances: figures kept, not gated
+    slow = {**fast, "prefill_tok_s": 500.0, "peak_mem_gb": 20.0}
+    assert baselines.judge(tmp_path, "m", "b", 4096, slow).ok
+    baselines.record(tmp_path, "m", "b", 4096, fast, "gpu", "h",
+                     tolerances=baselines.parse_tolerances("prefill_tok_s=10,peak_mem_gb=5"))
+    assert baselines.judge(tmp_path, "m", "b", 4096, {**fast, "prefill_tok_s": 950.0, "peak_mem_gb": 10.4}).ok
+    v = baselines.judge(tmp_path, "m", "b", 4096, slow)
+    assert len(v.failures) == 2
+    assert "prefill_tok_s fell from 1000 to 500" in v.failures[0] and "10 %" in v.failures[0]
+    assert "peak_mem_gb grew from 10 to 20" in v.failures[1]
+    with pytest.raises(LcError, match="FIGURE=PERCENT"):
+        baselines.parse_tolerances("speed=3")

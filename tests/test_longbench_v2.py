@@ -144,3 +144,25 @@ def test_spliced_prompts_equal_the_literal_protocol(sample18, name):
     key = next(iter(truncation._SPLICE_OK))
     # SentencePiece with a prepended space cannot be spliced: it must have fallen back to the literal path
     assert truncation._SPLICE_OK[key] is (name != "mistral-v3")
+
+
+def test_503_question_file_counts_by_the_datasets_own_labels():
+    import json as _json
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    path = shared("longbench_v2", "questions_503.jsonl")
+    out = subprocess.run([sys.executable, "-m", "lcplugin", "stats", str(path)], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    counts = _json.loads(out.stdout)
+    assert counts["n"] == 503
+    assert counts["difficulty"] == {"easy": 192, "hard": 311}
+    assert counts["length"] == {"short": 180, "medium": 215, "long": 108}
+    assert counts["answer"] == {"A": 96, "B": 127, "C": 148, "D": 132}
+    # the suite's own selection uses the same labels (no-context mode needs no context field)
+    hard_short = load_file(path, need_context=False, select=(("difficulty", ("hard",)), ("length", ("short",))))
+    assert len(hard_short) == sum(1 for line in path.read_text().splitlines()
+                                  if '"difficulty": "hard"' in line and '"length": "short"' in line)

@@ -210,3 +210,31 @@ def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing(run_benches, 
                 next((tmp_path / "reference").glob("*/records/longbench_v2/*.jsonl")).read_text().splitlines()}
     assert {r["id"]: r["response"] for r in rows} == {i: r["response"] for i, r in ref_rows.items()}
     assert only_run_summary(results)["run"]["finished"]
+
+
+def test_missing_data_file_fails_the_test_naming_the_file(run_benches):
+    out = run_benches("--lc-models", "tiny-llama", "--lc-ctx", "1k", "-k", "longbench_v2",
+                      "--lc-data", "longbench_v2=/nonexistent/lb2.jsonl")
+    assert out.returncode == 1
+    assert "data file /nonexistent/lb2.jsonl does not exist" in out.stdout
+    assert "Traceback" not in out.stdout
+
+
+def test_engine_that_is_not_installed_is_one_clear_failure(run_benches):
+    out = run_benches("--lc-models", "tiny-llama", "--lc-ctx", "1k", "-k", "longbench_v2", "--lc-engine", "mamba_ssm")
+    assert out.returncode == 1
+    assert "the mamba_ssm engine needs the mamba-ssm package" in out.stdout
+    assert out.stdout.count("Traceback") <= 1  # the worker's own log tail, not a wall in the report
+
+
+def test_remote_code_needs_the_flag(run_benches, tmp_path):
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "r.toml").write_text('name = "remote"\nsource = "builtin:tiny-llama"\nfamily = "transformer"\n'
+                                  'engine = "hf"\nmax_context = 4096\ncontexts = ["1k"]\ntrust_remote_code = true\n'
+                                  'default_data = "synthetic"\n')
+    out = run_benches("--lc-specs", str(specs), "--lc-models", "remote", "-k", "longbench_v2", "-rs")
+    assert out.returncode == 0 and "pass --lc-allow-remote-code to allow it" in out.stdout
+    out = run_benches("--lc-specs", str(specs), "--lc-models", "remote", "-k", "longbench_v2", "--lc-limit", "2",
+                      "--lc-allow-remote-code")
+    assert out.returncode == 0 and "1 passed" in out.stdout
