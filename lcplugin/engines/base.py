@@ -107,6 +107,36 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+class EngineTelemetry:
+    """What every engine shares: per-test telemetry and giving device memory back on close."""
+
+    _telemetry: Any = None
+
+    def telemetry_begin(self) -> None:
+        from ..telemetry import TestTelemetry
+
+        self._telemetry = TestTelemetry()
+        self._telemetry.begin()
+
+    def telemetry_end(self) -> dict[str, Any]:
+        return self._telemetry.end()
+
+    def release(self, *attributes: str) -> None:
+        """Drop the named attributes (model, engine) and return their device memory."""
+        import gc
+
+        from ..telemetry import cuda_available
+
+        for name in attributes:
+            if hasattr(self, name):
+                delattr(self, name)
+        gc.collect()
+        if cuda_available():
+            import torch
+
+            torch.cuda.empty_cache()
+
+
 def registered_engines() -> list[str]:
     return sorted(_REGISTRY)
 

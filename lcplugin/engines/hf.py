@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import telemetry
-from .base import Completion, EngineConfig, LogLikelihood, SamplingSettings
+from .base import Completion, EngineConfig, EngineTelemetry, LogLikelihood, SamplingSettings
 
 _DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
 
@@ -46,7 +46,7 @@ class _FirstTokenClock:
         pass
 
 
-class HFEngine:
+class HFEngine(EngineTelemetry):
     def __init__(self, config: EngineConfig) -> None:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -83,7 +83,6 @@ class HFEngine:
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
         self._batch_counter = 0
-        self._telemetry = telemetry.TestTelemetry()
         if self.device.startswith("cuda"):  # CUDA context, cuBLAS handles, kernels: before any timing
             self._generate_batch([[self.pad_id] * 64], SamplingSettings(max_new_tokens=4))
             self._batch_counter = 0
@@ -173,20 +172,5 @@ class HFEngine:
         telemetry.synchronize()
         return LogLikelihood(nll=float(nll), n_tokens=score_last, seconds=time.perf_counter() - start)
 
-    # -- telemetry --------------------------------------------------------------------------
-    def telemetry_begin(self) -> None:
-        self._telemetry = telemetry.TestTelemetry()
-        self._telemetry.begin()
-
-    def telemetry_end(self) -> dict[str, Any]:
-        return self._telemetry.end()
-
     def close(self) -> None:
-        import gc
-
-        del self.model
-        gc.collect()
-        if self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.empty_cache()
+        self.release("model")

@@ -16,11 +16,11 @@ from typing import Any
 
 from .. import telemetry
 from ..errors import EngineError
-from .base import Completion, EngineConfig, LogLikelihood, SamplingSettings
+from .base import Completion, EngineConfig, EngineTelemetry, LogLikelihood, SamplingSettings
 from .hf import _FirstTokenClock
 
 
-class MambaSSMEngine:
+class MambaSSMEngine(EngineTelemetry):
     def __init__(self, config: EngineConfig) -> None:
         import torch
 
@@ -45,7 +45,6 @@ class MambaSSMEngine:
         self.ignore_eos = bool(dict(config.engine_args).get("ignore_eos", False))
         self._graph_length: int | None = None
         self._batch_counter = 0
-        self._telemetry = telemetry.TestTelemetry()
 
     def _warm(self, max_length: int) -> None:
         """Capture the decoding CUDA graph for prompts up to ``max_length`` tokens, outside any timing
@@ -110,18 +109,5 @@ class MambaSSMEngine:
         telemetry.synchronize()
         return LogLikelihood(nll=float(nll), n_tokens=score_last, seconds=time.perf_counter() - start)
 
-    def telemetry_begin(self) -> None:
-        self._telemetry = telemetry.TestTelemetry()
-        self._telemetry.begin()
-
-    def telemetry_end(self) -> dict[str, Any]:
-        return self._telemetry.end()
-
     def close(self) -> None:
-        import gc
-
-        import torch
-
-        del self.model
-        gc.collect()
-        torch.cuda.empty_cache()
+        self.release("model")

@@ -14,7 +14,6 @@ NVML's figures (device and process) show that reservation, not what the model ne
 
 from __future__ import annotations
 
-import gc
 import os
 import time
 from collections.abc import Sequence
@@ -22,10 +21,10 @@ from typing import Any
 
 from .. import telemetry
 from ..errors import EngineError
-from .base import Completion, EngineConfig, LogLikelihood, SamplingSettings
+from .base import Completion, EngineConfig, EngineTelemetry, LogLikelihood, SamplingSettings
 
 
-class VLLMEngine:
+class VLLMEngine(EngineTelemetry):
     def __init__(self, config: EngineConfig) -> None:
         # the engine core in this (worker) process: no second process to lose track of, and the
         # worker's death takes the whole engine with it
@@ -58,7 +57,6 @@ class VLLMEngine:
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self._batch_counter = 0
-        self._telemetry = telemetry.TestTelemetry()
 
     def _params(self, sampling: SamplingSettings) -> Any:
         if sampling.greedy:
@@ -103,25 +101,13 @@ class VLLMEngine:
             nll -= entry[tokens[pos]].logprob
         return LogLikelihood(nll=nll, n_tokens=score_last, seconds=seconds)
 
-    def telemetry_begin(self) -> None:
-        self._telemetry = telemetry.TestTelemetry()
-        self._telemetry.begin()
-
-    def telemetry_end(self) -> dict[str, Any]:
-        return self._telemetry.end()
-
     def close(self) -> None:
         """Shut the engine down and give its memory back before the next model loads."""
         engine = getattr(self.llm, "llm_engine", None)
         shutdown = getattr(engine, "shutdown", None) or getattr(getattr(engine, "engine_core", None), "shutdown", None)
         if callable(shutdown):
             shutdown()
-        del self.llm
-        gc.collect()
-        if telemetry.cuda_available():
-            import torch
-
-            torch.cuda.empty_cache()
+        self.release("llm")
 
 
 def _old_topk() -> bool:
