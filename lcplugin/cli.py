@@ -148,6 +148,14 @@ def cmd_gate_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .merge import merge_runs
+
+    summary = merge_runs([Path(r) for r in args.runs], Path(args.out))
+    print(f"merged {len(args.runs)} runs, {len(summary['tests'])} tests, into {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lcplugin", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=2000)
     p.add_argument("--alpha", type=float, default=0.05)
     p.set_defaults(func=cmd_gate_sim)
+    p = sub.add_parser("merge", help="join run folders made in shards (one model each) into one run")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_merge)
     p = sub.add_parser("report", help="plots and report.md of figures versus context length")
     p.add_argument("runs", nargs="+", help="run folders (results/<run-id>)")
     p.add_argument("--out", required=True)

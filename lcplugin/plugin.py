@@ -88,12 +88,42 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, text in (("transformer", "Transformer models"), ("ssm", "pure state-space models"),
                        ("hybrid", "hybrid SSM/attention models"), ("engine_hf", "transformers engine"),
                        ("engine_vllm", "vLLM engine"), ("engine_mamba_ssm", "mamba-ssm engine"),
-                       ("lc_benchmark(name)", "the lcplugin benchmark a test runs")):
+                       ("lc_benchmark(name)", "the lcplugin benchmark a test runs"),
+                       ("xdist_group(name)", "pytest-xdist: tests of one model run on one worker")):
         config.addinivalue_line("markers", f"{name}: {text}")
     try:
-        config.stash[_SESSION] = LcSession(_settings(config), Path(str(config.rootpath)))
+        lc = config.stash[_SESSION] = LcSession(_settings(config), Path(str(config.rootpath)))
     except LcError as exc:
         raise pytest.UsageError(str(exc)) from None
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "lc_run_id" in workerinput:  # a pytest-xdist worker
+        lc.worker_run = (workerinput["lc_run_id"], workerinput["workerid"])
+        _pin_gpus(workerinput["workerid"], workerinput.get("workercount", 1))
+    elif config.pluginmanager.hasplugin("xdist") and getattr(config.option, "numprocesses", None):
+        if getattr(config.option, "dist", "no") in ("no", "load"):
+            config.option.dist = "loadgroup"  # whole models to one worker: each engine loads once
+        config.pluginmanager.register(_XdistController(lc), "lcplugin-xdist")
+
+
+def _pin_gpus(worker_id: str, workers: int) -> None:
+    """Give worker gwN its own GPU set (``LCPLUGIN_GPUS_PER_WORKER``, default 1), unless the user chose."""
+    import os
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES") or not worker_id.startswith("gw"):
+        return
+    per = int(os.environ.get("LCPLUGIN_GPUS_PER_WORKER", "1"))
+    index = int(worker_id[2:])
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(index * per + i) for i in range(per))
+
+
+class _XdistController:
+    """Hands every worker the run id, so all write into one run folder."""
+
+    def __init__(self, lc: LcSession) -> None:
+        self.lc = lc
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["lc_run_id"] = self.lc.store.run_id
 
 
 def lc_session_of(config: pytest.Config) -> LcSession:
@@ -114,7 +144,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     session = lc_session_of(metafunc.config)
     cases = session.cases(_benchmark_name(metafunc))
     params = [pytest.param(c, id=c.id, marks=[getattr(pytest.mark, c.spec.family),
-                                              getattr(pytest.mark, f"engine_{c.spec.engine}")]) for c in cases]
+                                              getattr(pytest.mark, f"engine_{c.spec.engine}"),
+                                              pytest.mark.xdist_group(c.spec.name)]) for c in cases]
     metafunc.parametrize("lc_case", params)
 
 
@@ -162,11 +193,17 @@ def lc_run(lc_session: LcSession, lc_engines: Any, benchmark: Any, record_proper
     return lambda case: run_case(case, lc_session, lc_engines, benchmark, record_property, request.config)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A run that went through (passed or failed) is finished; a killed or interrupted one is not,
     so the next session with the same settings continues it."""
     lc = session.config.stash.get(_SESSION, None)
-    if lc is not None and lc._store is not None and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+    if lc is None or lc._store is None or lc.worker_run is not None:
+        return
+    lc.store.merge_parts()
+    if not lc.summaries:  # the tests ran in xdist workers: show what they recorded
+        lc.summaries.extend(lc.store.tests.values())
+    if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         lc.store.finish()
 
 
@@ -176,7 +213,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     lc = config.stash.get(_SESSION, None)
-    if lc is None or not lc.summaries:
+    if lc is None or not lc.summaries or lc.worker_run is not None:
         return
     tr = terminalreporter
     tr.write_sep("=", "lcplugin summary")

@@ -131,6 +131,7 @@ class LcSession:
         self.items: dict[tuple, list] = {}
         self.token_caches: dict[int, Any] = {}
         self._store: RunStore | None = None
+        self.worker_run: tuple[str, str] | None = None  # (run id, worker id) under pytest-xdist
 
     def contexts_for(self, spec: ModelSpec) -> tuple[int, ...]:
         return self.settings.ctx or spec.contexts
@@ -164,7 +165,8 @@ class LcSession:
             results = self.settings.results
             root = results if results.is_absolute() else self.rootdir / results
             fingerprint = self.settings.fingerprint()
-            run_id = self.settings.resume or find_unfinished(root, fingerprint)
+            run_id = (self.worker_run[0] if self.worker_run else None) or self.settings.resume \
+                or find_unfinished(root, fingerprint)
             if self.settings.resume and not (root / run_id).is_dir():
                 raise LcError(f"--lc-resume {run_id}: no such run folder under {root}")
             run_id = run_id or time.strftime("%Y%m%d-%H%M%S") + "-" + fingerprint[:6]
@@ -178,7 +180,7 @@ class LcSession:
                 "device": telemetry.device_name(),
                 "git_revision": _git_revision(self.rootdir),
             }
-            self._store = RunStore(root, run_id, meta)
+            self._store = RunStore(root, run_id, meta, part=self.worker_run[1] if self.worker_run else None)
             if self._store.resumed and self._store.meta.get("settings_hash") not in (None, fingerprint):
                 raise LcError(f"--lc-resume {run_id}: that run was made with other settings "
                               f"(hash {self._store.meta.get('settings_hash')}, now {fingerprint}); "

@@ -33,15 +33,17 @@ def test_key(benchmark: str, model: str, ctx: int) -> str:
 class RunStore:
     """One run directory: ``records/<benchmark>/<model>-<ctx>.jsonl`` and ``summary.json``."""
 
-    def __init__(self, root: Path, run_id: str, meta: Mapping[str, Any]) -> None:
+    def __init__(self, root: Path, run_id: str, meta: Mapping[str, Any], part: str | None = None) -> None:
         self.dir = root / run_id
+        # a pytest-xdist worker writes its own summary part; the controller merges the parts
+        self.summary_name = f"summary.{part}.json" if part else "summary.json"
         self.run_id = run_id
         self.dir.mkdir(parents=True, exist_ok=True)
         self.meta = dict(meta, run_id=run_id)
         self.tests: dict[str, dict[str, Any]] = {}
         self.resumed = False
         self._repaired: set[Path] = set()
-        summary = self.dir / "summary.json"
+        summary = self.dir / self.summary_name
         if summary.exists():  # a resumed run keeps its first metadata and what it summarized before
             try:
                 old = json.loads(summary.read_text(encoding="utf-8"))
@@ -101,7 +103,19 @@ class RunStore:
         self.write_summary()
 
     def write_summary(self) -> None:
-        atomic_write_json(self.dir / "summary.json", {"run": self.meta, "tests": list(self.tests.values())})
+        atomic_write_json(self.dir / self.summary_name, {"run": self.meta, "tests": list(self.tests.values())})
+
+    def merge_parts(self) -> None:
+        """Fold the workers' ``summary.<worker>.json`` into this summary, as if one process had run."""
+        for part in sorted(self.dir.glob("summary.*.json")):
+            try:
+                tests = json.loads(part.read_text(encoding="utf-8")).get("tests", [])
+            except (OSError, json.JSONDecodeError):
+                continue
+            for t in tests:
+                self.tests[test_key(t["benchmark"], t["model"], t["ctx"])] = t
+            part.unlink()
+        self.write_summary()
 
 
 def _drop_torn_tail(path: Path) -> None:

@@ -1,0 +1,62 @@
+"""The matrix across processes: pytest-xdist workers, and shards merged after the fact."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO, only_run_summary
+
+QUALITY = ("n", "correct", "nulls", "accuracy", "null_rate", "accuracy_ci95", "buckets", "truncated")
+ARGS = ("--lc-models", "tiny-llama,tiny-mamba2", "--lc-ctx", "1k", "--lc-limit", "3", "-k", "longbench_v2 or pg19")
+
+
+def _by_test(summary):
+    return {(t["benchmark"], t["model"], t["ctx"]): t for t in summary["tests"]}
+
+
+@pytest.mark.slow
+def test_xdist_two_workers_give_the_summary_of_one(run_benches, tmp_path):
+    one = run_benches(*ARGS, "-n", "1", "--lc-results", str(tmp_path / "one"))
+    two = run_benches(*ARGS, "-n", "2", "--lc-results", str(tmp_path / "two"))
+    assert one.returncode == 0 and two.returncode == 0, two.stdout[-3000:]
+    a, b = only_run_summary(tmp_path / "one"), only_run_summary(tmp_path / "two")  # one run folder each
+    assert set(_by_test(a)) == set(_by_test(b)) and len(b["tests"]) == 4
+    for key, t in _by_test(a).items():
+        for field in QUALITY:
+            assert _by_test(b)[key][field] == t[field], (key, field)
+        if key[0] == "pg19":
+            assert _by_test(b)[key]["perplexity"] == pytest.approx(t["perplexity"], rel=1e-6)
+    assert b["run"]["finished"] and not list((tmp_path / "two").glob("*/summary.*.json"))
+    assert "lcplugin summary" in two.stdout and "tiny-mamba2-1k" in two.stdout
+
+
+def test_shards_merge_without_loss_or_duplicates(run_benches, tmp_path):
+    common = ("--lc-ctx", "1k", "--lc-limit", "2", "-k", "longbench_v2")
+    for model in ("tiny-llama", "tiny-mamba2"):
+        out = run_benches("--lc-models", model, *common, "--lc-results", str(tmp_path / model))
+        assert out.returncode == 0, out.stdout[-2000:]
+    shards = [next((tmp_path / m).iterdir()) for m in ("tiny-llama", "tiny-mamba2")]
+    merged = tmp_path / "merged"
+    cli = [sys.executable, "-m", "lcplugin", "merge"]
+    out = subprocess.run([*cli, *map(str, shards), "--out", str(merged)], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((merged / "summary.json").read_text())
+    assert {t["model"] for t in summary["tests"]} == {"tiny-llama", "tiny-mamba2"} and len(summary["tests"]) == 2
+    for shard in shards:
+        for t in json.loads((shard / "summary.json").read_text())["tests"]:
+            assert _by_test(summary)[(t["benchmark"], t["model"], t["ctx"])] == t
+        for rec in shard.glob("records/*/*.jsonl"):
+            assert (merged / rec.relative_to(shard)).read_text() == rec.read_text()
+    again = subprocess.run([*cli, str(shards[0]), str(shards[0]), "--out", str(tmp_path / "dup")], cwd=REPO,
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "is in both" in again.stderr
+    other = run_benches("--lc-models", "tiny-llama", *common, "--lc-sampling", "greedy",
+                        "--lc-results", str(tmp_path / "greedy"))
+    assert other.returncode == 0
+    refused = subprocess.run([*cli, str(shards[1]), str(next((tmp_path / "greedy").iterdir())), "--out",
+                              str(tmp_path / "x")], cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode == 2 and "different settings" in refused.stderr
