@@ -95,12 +95,17 @@ def test_telemetry_without_cuda_or_nvml_is_null_with_reasons():
     assert result["why"]["nvml_device_gb"].startswith("NVML unavailable")
 
 
-def test_wandb_absent_is_a_message_not_a_crash(tmp_path):
+def test_wandb_absent_is_a_message_not_a_crash(tmp_path, monkeypatch):
     from lcplugin.tracking import log_run
 
-    try:
-        import wandb  # noqa: F401
-        pytest.skip("wandb is installed here; this checks the message when it is not")
-    except ImportError:
-        pass
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if it were not installed
     assert "wandb is not installed" in log_run("p", tmp_path, {}, [])
+
+
+def test_wandb_logs_offline_without_network(run_benches, tmp_path):
+    pytest.importorskip("wandb", reason="wandb is not installed (it is in the dev extra)")
+    out = run_benches("--lc-models", "tiny-llama", "--lc-ctx", "1k", "--lc-limit", "2", "-k", "longbench_v2",
+                      "--lc-wandb", "lcplugin-test", env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert "wandb: logged 1 tests and 2 items to wandb project 'lcplugin-test' (offline)" in out.stdout
+    assert list(run_benches.results.glob("*/wandb/offline-run-*"))
