@@ -45,9 +45,7 @@ def skip_reason(case: Case, session: LcSession) -> str | None:
         if why:
             return f"{spec.name}: {why}"
     source = session.data_source(case.benchmark, spec)
-    from .benchmarks.base import get_benchmark as _get
-
-    why = _get(case.benchmark, session.settings.bench).skip_reason(source, case.ctx)
+    why = get_benchmark(case.benchmark, session.settings.bench).skip_reason(source, case.ctx)
     if why:
         return why
     if source.kind == "hub":
@@ -70,7 +68,7 @@ def _resolve(source: str) -> str:
     return source
 
 
-def engine_config(case: Case, session: LcSession, max_new_tokens: int) -> EngineConfig:
+def engine_config(case: Case, session: LcSession) -> EngineConfig:
     spec = case.spec
     model_path = _resolve(spec.source)
     config_engine = session.settings.engine or spec.engine
@@ -122,7 +120,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
          record_property: Any, pytest_config: Any) -> dict[str, Any]:
     bench = get_benchmark(case.benchmark, session.settings.bench)
     sampling = bench.sampling(session.settings.sampling == "greedy")
-    config = engine_config(case, session, sampling.max_new_tokens)
+    config = engine_config(case, session)
     tokenizer = _tokenizer(session, config)
     source = session.data_source(case.benchmark, case.spec)
     limit = session.settings.limit

@@ -95,9 +95,6 @@ class RunStore:
         self.meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.write_summary()
 
-    def read(self, benchmark: str, model: str, ctx: int) -> list[dict[str, Any]]:
-        return list(iter_records(self.records_path(benchmark, model, ctx)))
-
     def put_test(self, summary: Mapping[str, Any]) -> None:
         self.tests[test_key(summary["benchmark"], summary["model"], summary["ctx"])] = dict(summary)
         self.write_summary()

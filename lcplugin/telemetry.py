@@ -1,7 +1,7 @@
 """Telemetry measured where the work happens (inside the engine worker).
 
 Each figure is either measured or ``None`` with a reason; nothing is ever estimated to fill a gap.
-Timers synchronize the device before reading the clock, because CUDA launches are asynchronous and
+Engines call ``synchronize()`` before reading the clock, because CUDA launches are asynchronous and
 an unsynchronized timer measures only the launch.
 """
 
@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import resource
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 
@@ -31,24 +27,6 @@ def synchronize() -> None:
 
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.synchronize()
-
-
-@dataclass
-class Elapsed:
-    seconds: float = 0.0
-
-
-@contextmanager
-def stopwatch() -> Iterator[Elapsed]:
-    """Wall time of the block, with the device synchronized at both ends."""
-    out = Elapsed()
-    synchronize()
-    start = time.perf_counter()
-    try:
-        yield out
-    finally:
-        synchronize()
-        out.seconds = time.perf_counter() - start
 
 
 def rss_peak_gb() -> float:

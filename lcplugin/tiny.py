@@ -53,10 +53,6 @@ def _recipes() -> dict[str, Callable[[], Any]]:
     }
 
 
-def tiny_names() -> list[str]:
-    return sorted(_recipes())
-
-
 def cache_root() -> Path:
     return Path(os.environ.get("LCPLUGIN_CACHE", Path.home() / ".cache" / "lcplugin"))
 
