@@ -21,7 +21,16 @@ class DataError(LcError):
 
 
 class EngineError(LcError):
-    """An engine failed to start or to run a request."""
+    """An engine failed to start or to run a request.
+
+    ``str(exc)`` is the one-line cause; ``detail`` (the worker's log tail or traceback) travels apart so
+    the plugin can show it as its own report section. Folded into the message it would be printed twice
+    on CI, where pytest's short summary repeats the whole failure message.
+    """
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class WorkerDied(EngineError):

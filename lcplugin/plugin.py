@@ -143,9 +143,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     session = lc_session_of(metafunc.config)
     cases = session.cases(_benchmark_name(metafunc))
+    # A case that fails before anything is timed (engine cannot load, data missing) already says why;
+    # pytest-benchmark's "fixture was not used" warning on top of that would only be noise.
+    quiet = pytest.mark.filterwarnings("ignore:Benchmark fixture was not used at all")
     params = [pytest.param(c, id=c.id, marks=[getattr(pytest.mark, c.spec.family),
                                               getattr(pytest.mark, f"engine_{c.spec.engine}"),
-                                              pytest.mark.xdist_group(c.spec.name)]) for c in cases]
+                                              pytest.mark.xdist_group(c.spec.name), quiet]) for c in cases]
     metafunc.parametrize("lc_case", params)
 
 
@@ -190,7 +193,7 @@ def lc_run(lc_session: LcSession, lc_engines: Any, benchmark: Any, record_proper
     """Call with the test's ``lc_case`` to run it; returns the test's summary."""
     from .runner import run_case
 
-    return lambda case: run_case(case, lc_session, lc_engines, benchmark, record_property, request.config)
+    return lambda case: run_case(case, lc_session, lc_engines, benchmark, record_property, request.node)
 
 
 @pytest.hookimpl(tryfirst=True)

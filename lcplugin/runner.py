@@ -16,7 +16,7 @@ from . import baselines, telemetry
 from .benchmarks.base import EvalSession, get_benchmark
 from .contexts import ctx_label
 from .engines.base import SIZED_BY_CONTEXT, EngineConfig, registered_engines
-from .errors import LcError, WorkerDied
+from .errors import EngineError, LcError, WorkerDied
 from .fixtures import EngineManager
 from .hub import hub_status, weights_unreachable
 from .session import Case, LcSession
@@ -102,17 +102,27 @@ def _token_cache(session: LcSession, tokenizer: Any) -> Any:
 
 
 def run_case(case: Case, session: LcSession, engines: EngineManager, benchmark_fixture: Any,
-             record_property: Any, pytest_config: Any = None) -> dict[str, Any]:
+             record_property: Any, node: pytest.Item | None = None) -> dict[str, Any]:
+    """Run one test's case; user-facing errors become one clean failure, engine detail its own section."""
     reason = skip_reason(case, session)
     if reason:
         pytest.skip(reason)
+    pytest_config = node.config if node is not None else None
     try:
         return _run(case, session, engines, benchmark_fixture, record_property, pytest_config)
     except WorkerDied as exc:
         engines.discard()
-        message = str(exc)
+        message, detail = str(exc), exc.detail
+    except EngineError as exc:
+        message, detail = str(exc), exc.detail
     except LcError as exc:
-        message = str(exc)
+        message, detail = str(exc), ""
+    if detail and node is not None:
+        # Shown under the failure as "Captured lcplugin engine call"; kept out of the message, which
+        # pytest repeats whole in the short summary when it runs on CI.
+        node.add_report_section("call", "lcplugin engine", detail)
+    elif detail:
+        message = f"{message}\n{detail}"
     pytest.fail(message, pytrace=False)  # outside the except: no "during handling" echo
 
 

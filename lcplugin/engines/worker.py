@@ -86,7 +86,7 @@ class EngineWorker:
         if reply[0] == "error":
             self.close()
             raise EngineError(f"engine {config.engine!r} could not load {config.model} ({config.source}): "
-                              f"{reply[1]}: {reply[2]}\n--- worker log ({self.log_path}) ---\n{self.last_output()}")
+                              f"{reply[1]}: {reply[2]}", detail=self._log_tail())
         self.pid: int = reply[1]
 
     @property
@@ -103,9 +103,12 @@ class EngineWorker:
     def _died(self, doing: str) -> WorkerDied:
         self._proc.join(timeout=5)
         return WorkerDied(
-            f"engine worker for {self.config.model} died while {doing}: {_describe_exit(self._proc.exitcode)}"
-            f"\n--- last output of the worker ({self.log_path}) ---\n{self.last_output()}"
+            f"engine worker for {self.config.model} died while {doing}: {_describe_exit(self._proc.exitcode)}",
+            detail=self._log_tail(),
         )
+
+    def _log_tail(self) -> str:
+        return f"last output of the worker ({self.log_path}):\n{self.last_output()}"
 
     def _receive(self, timeout_s: float | None, doing: str) -> tuple:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -120,7 +123,7 @@ class EngineWorker:
             if deadline is not None and time.monotonic() > deadline:
                 self.kill()
                 raise EngineError(f"engine worker for {self.config.model} did not answer within {timeout_s:.0f} s "
-                                  f"while {doing}; it was killed\n{self.last_output()}")
+                                  f"while {doing}; it was killed", detail=self._log_tail())
 
     def call(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
         """Run ``engine.<method>(*args)`` in the worker and return its result."""
@@ -133,7 +136,7 @@ class EngineWorker:
         reply = self._receive(timeout_s, f"running {method}")
         if reply[0] == "error":
             raise EngineError(f"engine {self.config.engine!r} failed in {method} for {self.config.model}: "
-                              f"{reply[1]}: {reply[2]}\n{reply[3]}")
+                              f"{reply[1]}: {reply[2]}", detail=reply[3])
         return reply[1]
 
     def kill(self) -> None:
