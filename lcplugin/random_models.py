@@ -19,6 +19,12 @@ SHAPES: dict[str, dict[str, Any]] = {
         rms_norm_eps=1e-5, bos_token_id=128000, eos_token_id=[128001, 128008, 128009], tie_word_embeddings=False,
         rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
                          "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})},
+    # small enough for a CPU: the suite-versus-raw overhead check runs anywhere (pair: Mistral v3 tokenizer)
+    "smollm2-135m": {"format": "hf", "config": dict(
+        model_type="llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+        num_key_value_heads=3, vocab_size=49152, max_position_embeddings=8192, rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": 100000.0}, bos_token_id=1, eos_token_id=2,
+        tie_word_embeddings=True)},
     "nemotron-h-8b": {"format": "hf", "config": dict(
         model_type="nemotron_h", hidden_size=4096, vocab_size=131072,
         layers_block_type=[{"M": "mamba", "*": "attention", "-": "mlp"}[c]

@@ -2,16 +2,20 @@
 
 Loads each reference model directly (no worker process, no pytest, no lcplugin engine class), runs
 the same prompts the suite ran (rebuilt with the same builder from the same data), and times with
-CUDA events: prefill = one forward pass over the prompt; decode = a full greedy generation of
-``new_tokens`` minus that prefill. Writes one JSON object per (model, ctx).
+CUDA events (on CPU: the wall clock): prefill = one forward pass over the prompt; decode = a full
+greedy generation of ``new_tokens`` minus that prefill. Writes one JSON object per (model, ctx).
+Given the suite's ``summary.json`` of the same run (``--suite``), each row gains the ratios
+suite / raw for prefill and decode tokens/s: the suite's overhead, measured side by side.
 
-    python benches/reference/raw_timing.py --data lb2.jsonl.xz --ctx 8k,32k,128k --limit 2 --out raw.json
+    python benches/reference/raw_timing.py --data lb2.jsonl.xz --ctx 8k,32k,128k --limit 2 --out raw.json \
+        --suite results/<run>/summary.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 import tomllib
 from pathlib import Path
 
@@ -22,9 +26,14 @@ from lcplugin.contexts import parse_ctx_list
 from lcplugin.truncation import PromptBuilder
 
 SPECS = Path(__file__).parent / "specs"
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _event_time(fn) -> float:
+    if DEVICE == "cpu":
+        start_s = time.perf_counter()
+        fn()
+        return time.perf_counter() - start_s
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize()
     start.record()
@@ -34,15 +43,25 @@ def _event_time(fn) -> float:
     return start.elapsed_time(end) / 1000.0
 
 
+def _source(spec: dict) -> str:
+    if spec["source"].startswith("builtin:"):
+        from lcplugin.tiny import materialize
+
+        return str(materialize(spec["source"].removeprefix("builtin:")))
+    return spec["source"]
+
+
 def run_model(spec: dict, items: list, contexts: list[int], new_tokens: int) -> list[dict]:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(spec["source"])
+    source = _source(spec)
+    tok = AutoTokenizer.from_pretrained(source)
+    dtype = getattr(torch, spec.get("dtype", "bfloat16"))
     if spec["engine"] == "mamba_ssm":
         from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
         from mamba_ssm.utils.generation import update_graph_cache
 
-        model = MambaLMHeadModel.from_pretrained(spec["source"], device="cuda", dtype=torch.bfloat16).eval()
+        model = MambaLMHeadModel.from_pretrained(source, device="cuda", dtype=dtype).eval()
 
         def prefill(ids):
             return model(ids, num_last_tokens=1)
@@ -57,8 +76,8 @@ def run_model(spec: dict, items: list, contexts: list[int], new_tokens: int) -> 
     else:
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(spec["source"], dtype=torch.bfloat16,
-                                                     attn_implementation="sdpa").to("cuda").eval()
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype,
+                                                     attn_implementation="sdpa").to(DEVICE).eval()
 
         def prefill(ids):
             return model(input_ids=ids, logits_to_keep=1)
@@ -69,7 +88,7 @@ def run_model(spec: dict, items: list, contexts: list[int], new_tokens: int) -> 
                                   pad_token_id=0, top_p=None, top_k=None, temperature=None)
 
         def warm(max_len):
-            generate(torch.zeros((1, 64), dtype=torch.long, device="cuda"))
+            generate(torch.zeros((1, 64), dtype=torch.long, device=DEVICE))
 
     chat = "off" if spec.get("chat_template") == "off" else "auto"
     rows = []
@@ -80,7 +99,7 @@ def run_model(spec: dict, items: list, contexts: list[int], new_tokens: int) -> 
         pre_t = dec_t = 0.0
         tokens = 0
         for p in prompts:
-            ids = torch.tensor([list(p)], dtype=torch.long, device="cuda")
+            ids = torch.tensor([list(p)], dtype=torch.long, device=DEVICE)
             with torch.inference_mode():
                 t_pre = _event_time(lambda ids=ids: prefill(ids))
                 t_all = _event_time(lambda ids=ids: generate(ids))
@@ -93,6 +112,22 @@ def run_model(spec: dict, items: list, contexts: list[int], new_tokens: int) -> 
     return rows  # the model is freed with this frame
 
 
+def join_suite(rows: list[dict], summary: dict) -> list[dict]:
+    """Add suite/raw ratios to each raw row from the suite's summary of the same prompts."""
+    suite = {(t["model"], t["ctx"]): t for t in summary["tests"] if t.get("benchmark") == "longbench_v2"}
+    for row in rows:
+        test = suite.get((row.get("model"), row.get("ctx")))
+        if test is None:
+            continue
+        if test.get("n") != row["items"]:
+            row["suite_mismatch"] = f"suite ran {test.get('n')} items, raw {row['items']}: not the same prompts"
+        for figure in ("prefill_tok_s", "decode_tok_s"):
+            if test.get(figure) and row.get(figure):
+                row[f"suite_{figure}"] = test[figure]
+                row[f"suite_over_raw_{figure.removesuffix('_tok_s')}"] = test[figure] / row[figure]
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
@@ -100,14 +135,17 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=2)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--models", default="")
+    ap.add_argument("--specs", type=Path, default=SPECS, help="folder of spec TOML files")
+    ap.add_argument("--suite", type=Path, help="the suite's summary.json of the same prompts: adds ratios")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     items = load_file(Path(args.data), args.limit)
     wanted = {m for m in args.models.split(",") if m}
     rows = []
-    for path in sorted(SPECS.glob("*.toml")):
+    for path in sorted(args.specs.glob("*.toml")):
         spec = tomllib.loads(path.read_text())
-        if (wanted and spec["name"] not in wanted) or not Path(spec["source"]).exists():
+        local = spec["source"].startswith("builtin:") or Path(spec["source"]).exists()
+        if (wanted and spec["name"] not in wanted) or not local:
             continue
         try:
             rows += run_model(spec, items, parse_ctx_list(args.ctx), args.new_tokens)
@@ -115,6 +153,10 @@ def main() -> None:
             rows.append({"model": spec["name"], "error": f"{type(exc).__name__}: {exc}"[:500]})
             print(json.dumps(rows[-1]), flush=True)
             break  # a CUDA error poisons this process's context
+    if args.suite:
+        rows = join_suite(rows, json.loads(args.suite.read_text()))
+        for row in rows:
+            print({k: round(v, 3) for k, v in row.items() if k.startswith("suite_over_raw")}, row.get("ctx"))
     Path(args.out).write_text(json.dumps(rows, indent=1))
 
 

@@ -31,9 +31,10 @@ suite() {  # suite MODEL...
     --benchmark-json "$OUT/benchmark-$phase.json" 2>&1 | tee "$OUT/pytest-$phase.log" | tail -40
 }
 
-raw() {  # raw MODEL
+raw() {  # raw MODEL: the same prompts without the suite; ratios joined from the newest suite run
+  local latest; latest=$(ls -td "$OUT"/runs/*/ | head -1)
   timeout 420 python3 benches/reference/raw_timing.py --data "$DATA" --ctx "$CTX" --limit "$LIMIT" \
-    --models "$1" --out "$OUT/raw-$1.json" 2>&1 | grep -v Warning | tail -8
+    --models "$1" --suite "${latest}summary.json" --out "$OUT/raw-$1.json" 2>&1 | grep -v Warning | tail -8
 }
 
 case "$phase" in
