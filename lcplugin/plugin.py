@@ -106,10 +106,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _pin_gpus(worker_id: str, workers: int) -> None:
-    """Give worker gwN its own GPU set (``LCPLUGIN_GPUS_PER_WORKER``, default 1), unless the user chose."""
+    """Give worker gwN its own GPU set and its share of the CPU cores, unless the user chose.
+
+    GPUs: ``LCPLUGIN_GPUS_PER_WORKER`` of them (default 1). CPU threads: cores / workers, through
+    ``OMP_NUM_THREADS``, which the engine worker's torch reads when it starts; left to each torch's
+    default (all cores), N workers' thread pools fight over the same cores and a CPU run with ``-n 2``
+    took 3.5 times as long as with ``-n 1`` (BENCHMARKS.md).
+    """
     import os
 
-    if os.environ.get("CUDA_VISIBLE_DEVICES") or not worker_id.startswith("gw"):
+    if not worker_id.startswith("gw"):
+        return
+    if not os.environ.get("OMP_NUM_THREADS"):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // max(1, workers)))
+    if os.environ.get("CUDA_VISIBLE_DEVICES"):
         return
     per = int(os.environ.get("LCPLUGIN_GPUS_PER_WORKER", "1"))
     index = int(worker_id[2:])

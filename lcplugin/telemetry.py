@@ -51,6 +51,15 @@ def reset_torch_peak() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def cpu_threads() -> int | None:
+    """torch's intra-op threads in this process: CPU timings mean little without it."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.get_num_threads()
+
+
 def device_name() -> str:
     if cuda_available():
         import torch
@@ -176,4 +185,4 @@ class TestTelemetry:
             why["torch_peak_gb"] = torch_why
         self._sampler = None
         return {"torch_peak_gb": torch_peak, **nv, "rss_peak_gb": round(rss_peak_gb(), 4),
-                "device": device_name(), "why": why}
+                "device": device_name(), "cpu_threads": cpu_threads(), "why": why}

@@ -36,9 +36,10 @@ def run_benches(tmp_path: Path):
     def run(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "pytest", "benches", "-p", "no:cacheprovider",
                "--lc-results", str(tmp_path / "results"), "--lc-baselines", str(tmp_path / "baselines"), *args]
-        # CI/BUILD_NUMBER change pytest's own output (whole messages in the short summary): a test
-        # that cares sets them itself, so results do not depend on where the suite runs.
-        base = {k: v for k, v in os.environ.items() if k not in ("CI", "BUILD_NUMBER")}
+        # CI/BUILD_NUMBER change pytest's own output (whole messages in the short summary) and
+        # OMP_NUM_THREADS the engines' threads: a test that cares sets them itself, so results do not
+        # depend on where the suite runs.
+        base = {k: v for k, v in os.environ.items() if k not in ("CI", "BUILD_NUMBER", "OMP_NUM_THREADS")}
         full_env = {**base, "HF_HUB_OFFLINE": "1", **(env or {})}
         return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -32,6 +33,10 @@ def test_xdist_two_workers_give_the_summary_of_one(run_benches, tmp_path):
             assert _by_test(b)[key]["perplexity"] == pytest.approx(t["perplexity"], rel=1e-6)
     assert b["run"]["finished"] and not list((tmp_path / "two").glob("*/summary.*.json"))
     assert "lcplugin summary" in two.stdout and "tiny-mamba2-1k" in two.stdout
+    # each of two workers gets half the cores, not all of them twice over (oversubscribed, -n 2 ran 3.5x slower)
+    cores = len(os.sched_getaffinity(0))
+    assert {t["cpu_threads"] for t in a["tests"]} == {cores}
+    assert {t["cpu_threads"] for t in b["tests"]} == {max(1, cores // 2)}
 
 
 def test_shards_merge_without_loss_or_duplicates(run_benches, tmp_path):
