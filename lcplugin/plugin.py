@@ -98,17 +98,18 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and "lc_run_id" in workerinput:  # a pytest-xdist worker
         lc.worker_run = (workerinput["lc_run_id"], workerinput["workerid"])
-        _pin_gpus(workerinput["workerid"], workerinput.get("workercount", 1))
+        _pin_gpus(workerinput["workerid"], workerinput.get("workercount", 1), workerinput.get("lc_gpus", 1))
     elif config.pluginmanager.hasplugin("xdist") and getattr(config.option, "numprocesses", None):
         if getattr(config.option, "dist", "no") in ("no", "load"):
             config.option.dist = "loadgroup"  # whole models to one worker: each engine loads once
         config.pluginmanager.register(_XdistController(lc), "lcplugin-xdist")
 
 
-def _pin_gpus(worker_id: str, workers: int) -> None:
+def _pin_gpus(worker_id: str, workers: int, gpus: int = 1) -> None:
     """Give worker gwN its own GPU set and its share of the CPU cores, unless the user chose.
 
-    GPUs: ``LCPLUGIN_GPUS_PER_WORKER`` of them (default 1). CPU threads: cores / workers, through
+    GPUs: ``LCPLUGIN_GPUS_PER_WORKER`` of them, else ``gpus``: the largest tensor-parallel size among
+    the selected models, so a worker can hold any model it may be given. CPU threads: cores / workers, through
     ``OMP_NUM_THREADS``, which the engine worker's torch reads when it starts; left to each torch's
     default (all cores), N workers' thread pools fight over the same cores and a CPU run with ``-n 2``
     took 3.5 times as long as with ``-n 1`` (BENCHMARKS.md).
@@ -122,7 +123,7 @@ def _pin_gpus(worker_id: str, workers: int) -> None:
         os.environ["OMP_NUM_THREADS"] = str(max(1, cores // max(1, workers)))
     if os.environ.get("CUDA_VISIBLE_DEVICES"):
         return
-    per = int(os.environ.get("LCPLUGIN_GPUS_PER_WORKER", "1"))
+    per = int(os.environ.get("LCPLUGIN_GPUS_PER_WORKER") or gpus)
     index = int(worker_id[2:])
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(index * per + i) for i in range(per))
 
@@ -135,6 +136,7 @@ class _XdistController:
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["lc_run_id"] = self.lc.store.run_id
+        node.workerinput["lc_gpus"] = self.lc.gpus_per_model()
 
 
 def lc_session_of(config: pytest.Config) -> LcSession:

@@ -139,6 +139,14 @@ class LcSession:
     def cases(self, benchmark: str) -> list[Case]:
         return [Case(benchmark, spec, ctx) for spec in self.selected for ctx in self.contexts_for(spec)]
 
+    def gpus_per_model(self) -> int:
+        """The most GPUs one selected model needs: its vLLM ``tensor_parallel_size`` (spec or LCPLUGIN_TP)."""
+        import os
+
+        default = int(os.environ.get("LCPLUGIN_TP", "1"))
+        return max([int(spec.engine_args.get("tensor_parallel_size", default)) for spec in self.selected
+                    if (self.settings.engine or spec.engine) == "vllm"] or [1])
+
     def model_order(self, name: str) -> int:
         return [s.name for s in self.selected].index(name)
 

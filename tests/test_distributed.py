@@ -65,3 +65,39 @@ def test_shards_merge_without_loss_or_duplicates(run_benches, tmp_path):
     refused = subprocess.run([*cli, str(shards[1]), str(next((tmp_path / "greedy").iterdir())), "--out",
                               str(tmp_path / "x")], cwd=REPO, capture_output=True, text=True)
     assert refused.returncode == 2 and "different settings" in refused.stderr
+
+
+ENV_PROBE = """
+import json, os
+from pathlib import Path
+
+def pytest_sessionstart(session):
+    worker = getattr(session.config, "workerinput", {}).get("workerid", "controller")
+    keys = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
+    Path(os.environ["LC_PROBE_DIR"], worker + ".json").write_text(json.dumps({k: os.environ.get(k) for k in keys}))
+"""
+
+TP2_SPEC = """name = "big-vllm"
+source = "example/big-model"
+family = "transformer"
+engine = "vllm"
+max_context = "32k"
+engine_args = { tensor_parallel_size = 2 }
+"""
+
+
+def test_each_worker_gets_the_gpus_of_the_largest_tensor_parallel_model(run_benches, tmp_path):
+    (tmp_path / "lc_env_probe.py").write_text(ENV_PROBE)
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "big-vllm.toml").write_text(TP2_SPEC)
+    probes = tmp_path / "probes"
+    probes.mkdir()
+    out = run_benches("-p", "lc_env_probe", "--lc-specs", str(specs), "--lc-models", "tiny-llama,big-vllm",
+                      "-k", "no_such_test", "-n", "2",
+                      env={"PYTHONPATH": str(tmp_path), "LC_PROBE_DIR": str(probes), "CUDA_VISIBLE_DEVICES": ""})
+    assert out.returncode == 5, out.stdout[-3000:]  # every test deselected: the workers only start
+    seen = {p.stem: json.loads(p.read_text()) for p in probes.glob("gw*.json")}
+    threads = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    assert seen == {"gw0": {"CUDA_VISIBLE_DEVICES": "0,1", "OMP_NUM_THREADS": threads},
+                    "gw1": {"CUDA_VISIBLE_DEVICES": "2,3", "OMP_NUM_THREADS": threads}}
