@@ -98,14 +98,14 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and "lc_run_id" in workerinput:  # a pytest-xdist worker
         lc.worker_run = (workerinput["lc_run_id"], workerinput["workerid"])
-        _pin_gpus(workerinput["workerid"], workerinput.get("workercount", 1), workerinput.get("lc_gpus", 1))
+        _share_devices(workerinput["workerid"], workerinput.get("workercount", 1), workerinput.get("lc_gpus", 1))
     elif config.pluginmanager.hasplugin("xdist") and getattr(config.option, "numprocesses", None):
         if getattr(config.option, "dist", "no") in ("no", "load"):
             config.option.dist = "loadgroup"  # whole models to one worker: each engine loads once
         config.pluginmanager.register(_XdistController(lc), "lcplugin-xdist")
 
 
-def _pin_gpus(worker_id: str, workers: int, gpus: int = 1) -> None:
+def _share_devices(worker_id: str, workers: int, gpus: int = 1) -> None:
     """Give worker gwN its own GPU set and its share of the CPU cores, unless the user chose.
 
     GPUs: ``LCPLUGIN_GPUS_PER_WORKER`` of them, else ``gpus``: the largest tensor-parallel size among

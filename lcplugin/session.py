@@ -141,10 +141,9 @@ class LcSession:
 
     def gpus_per_model(self) -> int:
         """The most GPUs one selected model needs: its vLLM ``tensor_parallel_size`` (spec or LCPLUGIN_TP)."""
-        import os
+        from .engines.base import tensor_parallel_size
 
-        default = int(os.environ.get("LCPLUGIN_TP", "1"))
-        return max([int(spec.engine_args.get("tensor_parallel_size", default)) for spec in self.selected
+        return max([tensor_parallel_size(spec.engine_args) for spec in self.selected
                     if (self.settings.engine or spec.engine) == "vllm"] or [1])
 
     def model_order(self, name: str) -> int:

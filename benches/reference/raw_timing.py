@@ -139,6 +139,8 @@ def main() -> None:
     ap.add_argument("--suite", type=Path, help="the suite's summary.json of the same prompts: adds ratios")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    if args.suite and not args.suite.is_file():  # before the timing, not after it
+        ap.error(f"--suite {args.suite}: no such summary.json")
     items = load_file(Path(args.data), args.limit)
     wanted = {m for m in args.models.split(",") if m}
     rows = []

@@ -137,6 +137,17 @@ class EngineTelemetry:
             torch.cuda.empty_cache()
 
 
+def tensor_parallel_size(engine_args: Mapping[str, Any]) -> int:
+    """GPUs one vLLM model spans: the spec's ``tensor_parallel_size``, else ``LCPLUGIN_TP``, else 1.
+
+    One place for the rule, because the engine sizes vLLM with it and the xdist controller gives
+    each worker that many GPUs.
+    """
+    import os
+
+    return int(engine_args.get("tensor_parallel_size", os.environ.get("LCPLUGIN_TP", "1")))
+
+
 def registered_engines() -> list[str]:
     return sorted(_REGISTRY)
 

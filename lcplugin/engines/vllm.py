@@ -21,7 +21,14 @@ from typing import Any
 
 from .. import telemetry
 from ..errors import EngineError
-from .base import Completion, EngineConfig, EngineTelemetry, LogLikelihood, SamplingSettings
+from .base import (
+    Completion,
+    EngineConfig,
+    EngineTelemetry,
+    LogLikelihood,
+    SamplingSettings,
+    tensor_parallel_size,
+)
 
 
 class VLLMEngine(EngineTelemetry):
@@ -37,7 +44,7 @@ class VLLMEngine(EngineTelemetry):
         self._sampling_cls = SamplingParams
         args = dict(config.engine_args)
         args.setdefault("gpu_memory_utilization", 0.9)
-        args.setdefault("tensor_parallel_size", int(os.environ.get("LCPLUGIN_TP", "1")))
+        args["tensor_parallel_size"] = tensor_parallel_size(args)
         self.ignore_eos = bool(args.pop("ignore_eos", False))
         kwargs: dict[str, Any] = {
             "model": config.source, "tokenizer": config.tokenizer, "revision": config.revision,

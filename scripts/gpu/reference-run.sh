@@ -32,9 +32,11 @@ suite() {  # suite MODEL...
 }
 
 raw() {  # raw MODEL: the same prompts without the suite; ratios joined from the newest suite run
-  local latest; latest=$(ls -td "$OUT"/runs/*/ | head -1)
+  local latest join=()
+  latest=$(ls -td "$OUT"/runs/*/ 2>/dev/null | head -1)
+  [ -f "${latest}summary.json" ] && join=(--suite "${latest}summary.json")
   timeout 420 python3 benches/reference/raw_timing.py --data "$DATA" --ctx "$CTX" --limit "$LIMIT" \
-    --models "$1" --suite "${latest}summary.json" --out "$OUT/raw-$1.json" 2>&1 | grep -v Warning | tail -8
+    --models "$1" "${join[@]}" --out "$OUT/raw-$1.json" 2>&1 | grep -v Warning | tail -8
 }
 
 case "$phase" in
