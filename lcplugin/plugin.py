@@ -17,7 +17,7 @@ from .baselines import parse_tolerances
 from .benchmarks.base import BenchOptions
 from .contexts import parse_ctx_list
 from .errors import LcError
-from .session import Case, LcSession, Settings, parse_data_options, parse_select
+from .session import Case, LcSession, Settings, parse_data_options, parse_engine_args, parse_select
 
 _SESSION = pytest.StashKey[LcSession]()
 _BENCH_ORDER = ("longbench_v2", "ada_leval_bestanswer", "ada_leval_tsort", "pg19")
@@ -36,6 +36,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--lc-baselines", default="baselines", metavar="DIR", help="baseline folder (default: baselines/)")
     g.addoption("--lc-update-baselines", action="store_true", help="record this run's figures as the baselines")
     g.addoption("--lc-engine", default=None, metavar="NAME", help="override every spec's engine (hf, vllm, mamba_ssm)")
+    g.addoption("--lc-engine-arg", action="append", default=[], metavar="KEY=VALUE",
+                help="set an engine argument for every selected model, overriding its spec's engine_args "
+                     "(repeatable; VALUE is a TOML value, a bare word is a string), e.g. prefill_chunk=8192")
     g.addoption("--lc-specs", action="append", default=[], metavar="DIR",
                 help="extra folder of model spec files (repeatable; a spec replaces a built-in of the same name)")
     g.addoption("--lc-alpha", type=float, default=0.05, metavar="A",
@@ -76,7 +79,8 @@ def _settings(config: pytest.Config) -> Settings:
         models=opt("--lc-models"), ctx=tuple(parse_ctx_list(ctx)) if ctx else None, limit=limit,
         data=parse_data_options(opt("--lc-data")), results=Path(opt("--lc-results")),
         baselines=Path(opt("--lc-baselines")), update_baselines=opt("--lc-update-baselines"),
-        engine=opt("--lc-engine"), specs_dirs=tuple(Path(d) for d in opt("--lc-specs")), alpha=alpha,
+        engine=opt("--lc-engine"), engine_args=parse_engine_args(opt("--lc-engine-arg")),
+        specs_dirs=tuple(Path(d) for d in opt("--lc-specs")), alpha=alpha,
         sampling=opt("--lc-sampling"), resume=opt("--lc-resume"), allow_remote_code=opt("--lc-allow-remote-code"),
         tolerances=parse_tolerances(opt("--lc-efficiency-tolerance")),
         bench=BenchOptions(mode=opt("--lc-mode"), select=parse_select(opt("--lc-select")),

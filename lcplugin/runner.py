@@ -78,7 +78,8 @@ def engine_config(case: Case, session: LcSession) -> EngineConfig:
         revision=spec.revision, trust_remote_code=spec.trust_remote_code and session.settings.allow_remote_code,
         rope=spec.rope_for(case.ctx),
         # engines that size their KV cache at load (vLLM) get the test's context; others load once
-        max_model_len=case.ctx if config_engine in SIZED_BY_CONTEXT else None, engine_args=dict(spec.engine_args))
+        max_model_len=case.ctx if config_engine in SIZED_BY_CONTEXT else None,
+        engine_args=session.engine_args_for(spec))
 
 
 def _tokenizer(session: LcSession, config: EngineConfig) -> Any:
@@ -159,7 +160,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     eval_session = EvalSession(
         generate=lambda prompts, s: worker.call("generate", prompts, s), tokenizer=tokenizer, ctx=case.ctx,
         chat_mode=case.spec.chat_template, sampling=sampling, emit=emit,
-        chunk_size=int(case.spec.engine_args.get("max_batch_size", 1)) * 4,
+        chunk_size=int(config.engine_args.get("max_batch_size", 1)) * 4,
         window=case.spec.max_context, data_key=source.digest, content_ids=cache.content_ids,
         done_ids=frozenset(str(r["id"]) for r in records),
         loglikelihood=lambda tokens, k: worker.call("loglikelihood", tokens, k))
@@ -177,6 +178,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
             progress.close()
     wall = time.perf_counter() - started
     tele = worker.call("telemetry_end")
+    engine_settings = worker.call("describe")
     from .summary import summarize
 
     summary = summarize(records, {
@@ -188,7 +190,8 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
         "nvml_process_gb": tele.get("nvml_process_gb"), "energy_j": tele.get("energy_j"),
         "energy_j_per_item": (tele["energy_j"] / len(records)) if tele.get("energy_j") and records else None,
         "peak_rss_gb": tele.get("rss_peak_gb"), "device": tele.get("device"),
-        "cpu_threads": tele.get("cpu_threads"), "unmeasured": tele.get("why", {}),
+        "cpu_threads": tele.get("cpu_threads"), "engine_settings": engine_settings,
+        "unmeasured": tele.get("why", {}),
         "data": source.describe(), "data_digest": source.digest,
         "sampling": {"temperature": sampling.temperature, "max_new_tokens": sampling.max_new_tokens},
         "rope": dict(config.rope) if config.rope else None, "protocol": session.settings.bench.as_dict(),

@@ -18,6 +18,7 @@ from typing import Any
 from . import __version__
 from .benchmarks.base import DATA_KEYS, BenchOptions, DataSource
 from .contexts import ctx_label
+from .engines.base import check_engine_args
 from .errors import LcError
 from .specs import ModelSpec, load_specs, select_specs
 from .store import RunStore
@@ -46,6 +47,7 @@ class Settings:
     baselines: Path = Path("baselines")
     update_baselines: bool = False
     engine: str | None = None
+    engine_args: tuple[tuple[str, Any], ...] = ()  # --lc-engine-arg, over every spec's engine_args
     specs_dirs: tuple[Path, ...] = ()
     alpha: float = 0.05
     sampling: str = "official"  # or "greedy"
@@ -56,6 +58,7 @@ class Settings:
 
     def fingerprint(self) -> str:
         blob = json.dumps({"limit": self.limit, "data": self.data, "engine": self.engine,
+                           "engine_args": [list(kv) for kv in self.engine_args],
                            "sampling": self.sampling, "bench": self.bench.as_dict(), "version": __version__},
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -73,6 +76,23 @@ def parse_select(value: str | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
                           "length, domain (e.g. --lc-select 'difficulty=hard;length=short,medium')")
         out.append((key.strip(), tuple(v.strip() for v in allowed.split(",") if v.strip())))
     return tuple(out)
+
+
+def parse_engine_args(values: list[str]) -> tuple[tuple[str, Any], ...]:
+    """``KEY=VALUE`` pairs; VALUE read as TOML (``8192``, ``true``, ``"x"``), a bare word as a string."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for value in values:
+        key, sep, raw = value.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier() or not raw.strip():
+            raise LcError(f"--lc-engine-arg {value!r}: write KEY=VALUE, e.g. --lc-engine-arg prefill_chunk=8192")
+        try:
+            out[key] = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = raw.strip()
+    return tuple(out.items())
 
 
 def parse_data_options(values: list[str]) -> dict[str, str]:
@@ -126,12 +146,23 @@ class LcSession:
         self.rootdir = rootdir
         self.specs = load_specs(settings.specs_dirs)
         self.selected = select_specs(self.specs, settings.models)
+        for spec in self.selected:
+            engine = self.engine_of(spec)
+            check_engine_args(engine, spec.engine_args, f"spec {spec.path} field engine_args")
+            check_engine_args(engine, dict(settings.engine_args), f"--lc-engine-arg (model {spec.name})")
         self.summaries: list[dict[str, Any]] = []
         self.tokenizers: dict[str, Any] = {}
         self.items: dict[tuple, list] = {}
         self.token_caches: dict[int, Any] = {}
         self._store: RunStore | None = None
         self.worker_run: tuple[str, str] | None = None  # (run id, worker id) under pytest-xdist
+
+    def engine_of(self, spec: ModelSpec) -> str:
+        return self.settings.engine or spec.engine
+
+    def engine_args_for(self, spec: ModelSpec) -> dict[str, Any]:
+        """The spec's engine_args with every ``--lc-engine-arg`` over them."""
+        return {**spec.engine_args, **dict(self.settings.engine_args)}
 
     def contexts_for(self, spec: ModelSpec) -> tuple[int, ...]:
         return self.settings.ctx or spec.contexts
@@ -143,8 +174,8 @@ class LcSession:
         """The most GPUs one selected model needs: its vLLM ``tensor_parallel_size`` (spec or LCPLUGIN_TP)."""
         from .engines.base import tensor_parallel_size
 
-        return max([tensor_parallel_size(spec.engine_args) for spec in self.selected
-                    if (self.settings.engine or spec.engine) == "vllm"] or [1])
+        return max([tensor_parallel_size(self.engine_args_for(spec)) for spec in self.selected
+                    if self.engine_of(spec) == "vllm"] or [1])
 
     def model_order(self, name: str) -> int:
         return [s.name for s in self.selected].index(name)
@@ -198,7 +229,7 @@ class LcSession:
         """What a record's result depends on; resumed records with another key are never reused."""
         blob = json.dumps({"benchmark": benchmark, "source": spec.source, "revision": spec.revision,
                            "dtype": spec.dtype, "engine": self.settings.engine or spec.engine,
-                           "engine_args": dict(spec.engine_args), "rope": spec.rope_for(ctx),
+                           "engine_args": self.engine_args_for(spec), "rope": spec.rope_for(ctx),
                            "chat": spec.chat_template, "tokenizer": spec.tokenizer, "ctx": ctx,
                            "data": data_digest, "settings": self.settings.fingerprint()}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

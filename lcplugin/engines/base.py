@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from ..errors import EngineError
+from ..errors import EngineError, LcError
 
 # name -> "module:Class". Modules are imported only when their engine is chosen, so a machine
 # without vLLM or mamba-ssm never imports them.
@@ -23,6 +23,16 @@ _REGISTRY: dict[str, str] = {
     "hf": "lcplugin.engines.hf:HFEngine",
     "mamba_ssm": "lcplugin.engines.mamba_ssm:MambaSSMEngine",
     "vllm": "lcplugin.engines.vllm:VLLMEngine",
+}
+# The engine_args keys each engine reads (spec ``engine_args`` and ``--lc-engine-arg``): one home, so a
+# typo is refused at the start of a session, naming the keys the engine does accept.
+ENGINE_ARGS: dict[str, frozenset[str]] = {
+    "hf": frozenset({"device", "max_batch_size", "max_batch_tokens", "ignore_eos", "attn_implementation",
+                     "prefill_chunk", "cache", "compile"}),
+    "mamba_ssm": frozenset({"max_length", "ignore_eos", "prefill_chunk"}),
+    "vllm": frozenset({"gpu_memory_utilization", "tensor_parallel_size", "ignore_eos", "prefill_chunk",
+                       "max_num_seqs", "enforce_eager", "kv_cache_dtype", "swap_space", "cpu_offload_gb",
+                       "block_size", "quantization"}),
 }
 SIZED_BY_CONTEXT = frozenset({"vllm"})  # engines whose memory plan depends on the context length
 _EXTRAS = {"vllm": "pip install 'lcplugin[vllm]'", "mamba_ssm": "pip install 'lcplugin[mamba]' (needs CUDA)"}
@@ -104,6 +114,10 @@ class Engine(Protocol):
         """Peaks and energy since ``telemetry_begin``; unmeasured figures None, ``why`` says why."""
         ...
 
+    def describe(self) -> dict[str, Any]:
+        """The settings the engine chose for itself (e.g. the prefill chunk), recorded in each summary."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -120,6 +134,9 @@ class EngineTelemetry:
 
     def telemetry_end(self) -> dict[str, Any]:
         return self._telemetry.end()
+
+    def describe(self) -> dict[str, Any]:
+        return {}
 
     def release(self, *attributes: str) -> None:
         """Drop the named attributes (model, engine) and return their device memory."""
@@ -146,6 +163,17 @@ def tensor_parallel_size(engine_args: Mapping[str, Any]) -> int:
     import os
 
     return int(engine_args.get("tensor_parallel_size", os.environ.get("LCPLUGIN_TP", "1")))
+
+
+def check_engine_args(engine: str, args: Mapping[str, Any], where: str) -> None:
+    """Refuse an engine_args key the engine does not read (``where`` names the spec file or option)."""
+    accepted = ENGINE_ARGS.get(engine)
+    if accepted is None:
+        return
+    unknown = sorted(set(args) - accepted)
+    if unknown:
+        raise LcError(f"{where}: engine {engine!r} does not accept {', '.join(map(repr, unknown))}; "
+                      f"it accepts {', '.join(sorted(accepted))}")
 
 
 def registered_engines() -> list[str]:
