@@ -31,6 +31,28 @@ SHAPES: dict[str, dict[str, Any]] = {
                            for c in "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-"], intermediate_size=21504,
         num_attention_heads=32, num_key_value_heads=8, head_dim=128, mamba_num_heads=128, mamba_head_dim=64,
         ssm_state_size=128, n_groups=8, max_position_embeddings=131072)},
+    # Shapes below from the models' published configs; where a field was not at hand it is marked "approx."
+    # (speed and memory depend on the matrix sizes, which are the published ones).
+    "qwen2.5-7b": {"format": "hf", "config": dict(
+        model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+        num_attention_heads=28, num_key_value_heads=4, vocab_size=152064, max_position_embeddings=131072,
+        rms_norm_eps=1e-6, bos_token_id=151643, eos_token_id=[151645, 151643], tie_word_embeddings=False,
+        # YaRN to 128k, as the suite's Qwen spec asks for at 128k (factor = 131072 / 32768)
+        rope_parameters={"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0,
+                         "original_max_position_embeddings": 32768})},
+    "mamba-2.8b-hf": {"format": "hf", "config": dict(  # state-spaces/mamba-2.8b-hf: transformers' Mamba-1
+        model_type="mamba", hidden_size=2560, num_hidden_layers=64, vocab_size=50280, state_size=16, expand=2,
+        conv_kernel=4, use_conv_bias=True, residual_in_fp32=True, bos_token_id=0, eos_token_id=0)},
+    "jamba-reasoning-3b": {"format": "hf", "config": dict(  # 28 layers, 2 of them attention (approx. heads)
+        model_type="jamba", hidden_size=2560, intermediate_size=8192, num_hidden_layers=28,
+        num_attention_heads=20, num_key_value_heads=4, attn_layer_period=14, attn_layer_offset=7, num_experts=1,
+        expert_layer_period=1, expert_layer_offset=0, mamba_d_state=16, mamba_expand=2, vocab_size=65536,
+        max_position_embeddings=262144, tie_word_embeddings=False)},
+    "zamba2-7b": {"format": "hf", "config": dict(  # Mamba-2 backbone, 2 shared attention blocks (approx. pattern)
+        model_type="zamba2", hidden_size=3584, num_hidden_layers=81, mamba_d_state=64, mamba_ngroups=2,
+        n_mamba_heads=112, intermediate_size=14336, num_attention_heads=32, num_mem_blocks=2,
+        use_shared_attention_adapter=True, use_mem_rope=True, vocab_size=32000, max_position_embeddings=131072,
+        layers_block_type=["hybrid" if i % 6 == 5 else "mamba" for i in range(81)], tie_word_embeddings=True)},
     # mamba-ssm format (engine mamba_ssm)
     "mamba-2.8b": {"format": "mamba_ssm", "config": dict(
         d_model=2560, n_layer=64, vocab_size=50277, ssm_cfg={}, rms_norm=True, residual_in_fp32=True,
