@@ -51,7 +51,9 @@ SHAPES: dict[str, dict[str, Any]] = {
     "zamba2-7b": {"format": "hf", "config": dict(  # Mamba-2 backbone, 2 shared attention blocks (approx. pattern)
         model_type="zamba2", hidden_size=3584, num_hidden_layers=81, mamba_d_state=64, mamba_ngroups=2,
         n_mamba_heads=112, intermediate_size=14336, num_attention_heads=32, num_mem_blocks=2,
-        use_shared_attention_adapter=True, use_mem_rope=True, vocab_size=32000, max_position_embeddings=131072,
+        use_shared_attention_adapter=True, use_mem_rope=True, max_position_embeddings=131072,
+        # 32,000 in the real model; 32,768 so the Mistral v3 tokenizer's ids fit (the embedding's cost is nil)
+        vocab_size=32768,
         layers_block_type=["hybrid" if i % 6 == 5 else "mamba" for i in range(81)], tie_word_embeddings=True)},
     # mamba-ssm format (engine mamba_ssm)
     "mamba-2.8b": {"format": "mamba_ssm", "config": dict(

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Fill .carry/ (git-ignored) with what the device run needs from ../shared: the tokenizers and a
-# small LongBench-v2 subset of long items (every prompt is cut at 8k, 32k and 128k). Run here,
-# before a device call that carries .carry, .sdist and .whl.
+# small LongBench-v2 subset of long items (every prompt is cut at 8k, 32k and 128k); and .whl/ with
+# the prebuilt mamba-ssm and causal-conv1d wheels for the H200 image (../shared/wheels, README there).
+# Run here, before a device call that carries .carry and .whl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-mkdir -p .carry/tokenizers
-for t in llama3.1 gpt-neox-20b mistral-v3; do cp -r ../shared/data/tokenizers/$t .carry/tokenizers/; done
+mkdir -p .carry/tokenizers .whl
+for t in llama3.1 gpt-neox-20b mistral-v3 qwen2; do cp -r ../shared/data/tokenizers/$t .carry/tokenizers/; done
+cp ../shared/wheels/h200-py312-torch2.11-cu130/*.whl .whl/
 python3 - <<'PY'
 import json, lzma
 rows = []
@@ -20,4 +22,4 @@ with lzma.open(".carry/lb2_long.jsonl.xz", "wt") as out:
     out.writelines(rows)
 print("items:", len(rows))
 PY
-du -sh .carry .sdist .whl
+du -sh .carry .whl

@@ -1,69 +1,67 @@
 #!/usr/bin/env bash
-# The GPU reference run (device machine or a GPU CI runner): random-weight models of real shapes,
-# LongBench-v2 prompts at 8k, 32k and 128k through the suite, then the same prompts through the raw
-# libraries, so the suite's overhead is a measured ratio. Phases, so each fits a 10-minute call:
-#   bash scripts/gpu/reference-run.sh hf      # builds mamba-ssm in the background; Llama-3.1-8B shape
-#   bash scripts/gpu/reference-run.sh mamba   # waits for the build; Mamba-2.8B, Codestral, Nemotron-H
-# Needs .carry/ (tokenizers, data subset: see scripts/gpu/prepare-carry.sh) and .sdist/, .whl/.
+# The GPU reference run (device machine or a GPU CI runner): random-weight models in the seven real
+# shapes, real LongBench-v2 prompts at 8k, 32k and 128k through the suite (speed and memory only).
+# Phases, each fitting a 10-minute device call on one H200:
+#   bash scripts/gpu/reference-run.sh setup    # carry .whl: installs mamba-ssm + causal-conv1d wheels,
+#                                              # then the prefill checks (no tokenizer or data needed)
+#   bash scripts/gpu/reference-run.sh suite-a  # carry .carry: Llama-3.1-8B, Qwen2.5-7B, Mamba-2.8B, Codestral
+#   bash scripts/gpu/reference-run.sh suite-b  # carry .carry: Jamba-Reasoning-3B, Nemotron-H-8B, Zamba2-7B
+# Fill .carry and .whl first with scripts/gpu/prepare-carry.sh (they do not fit one call together).
+# Each checkpoint is written, used and deleted in turn (seven of them would not fit the disk).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-phase=${1:?phase: hf or mamba}
+phase=${1:?phase: setup, suite-a or suite-b}
 OUT=${OUT:-results/gpu-reference}
-mkdir -p "$OUT" /tmp/lc-ckpt
-export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-[ -d /tmp/site/einops ] || python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
-DATA=.carry/lb2_long.jsonl.xz
+CKPT=${LC_CKPT:-/tmp/lc-ckpt} RUNS=${LC_RUNS:-/tmp/lc-runs} TOK=${LC_TOKENIZERS:-.carry/tokenizers}
+mkdir -p "$OUT" "$CKPT"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+DATA=${LC_DATA:-.carry/lb2_long.jsonl.xz}
 CTX=${CTX:-8k,32k,128k}
-LIMIT=${LIMIT:-2}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+LIMIT=${LIMIT:-1}
 
-make() {  # make SHAPE TOKENIZER
-  [ -f "/tmp/lc-ckpt/$1/config.json" ] || python3 -c "
+make_ckpt() {  # make_ckpt SHAPE TOKENIZER
+  python3 -c "
 from pathlib import Path; from lcplugin.random_models import make
-make('$1', Path('/tmp/lc-ckpt/$1'), Path('.carry/tokenizers/$2'))" 2>&1 | tail -3
+make('$1', Path('$CKPT/$1'), Path('$TOK/$2'), device='${MAKE_DEVICE:-cuda}')" 2>&1 | grep -v Warning | tail -3
 }
 
-suite() {  # suite MODEL...
-  local models; models=$(IFS=,; echo "$*")
-  python3 -m pytest benches/test_longbench_v2.py -p no:cacheprovider -rs --lc-specs benches/reference/specs \
-    --lc-models "$models" --lc-ctx "$CTX" --lc-limit "$LIMIT" --lc-data "longbench_v2=$DATA" \
-    --lc-sampling greedy --lc-results "$OUT/runs" --lc-baselines /tmp/lc-baselines \
-    --benchmark-json "$OUT/benchmark-$phase.json" 2>&1 | tee "$OUT/pytest-$phase.log" | tail -40
+suite() {  # suite SHAPE TOKENIZER: one model through the suite, then its checkpoint is deleted
+  local t0=$SECONDS
+  make_ckpt "$1" "$2"
+  echo "checkpoint $1: $((SECONDS - t0)) s"
+  python3 -m pytest benches/test_longbench_v2.py -p no:cacheprovider -rs --lc-specs "${SPECS:-benches/reference/specs}" \
+    --lc-models "$1-random" --lc-ctx "$CTX" --lc-limit "$LIMIT" --lc-data "longbench_v2=$DATA" \
+    --lc-sampling greedy --lc-results "$RUNS" --lc-baselines "$RUNS/baselines" ${LC_ARGS:-} 2>&1 \
+    | grep -v -i warning | tail -12
+  rm -rf "${CKPT:?}/$1"
 }
 
-raw() {  # raw MODEL: the same prompts without the suite; ratios joined from the newest suite run
-  local latest join=()
-  latest=$(ls -td "$OUT"/runs/*/ 2>/dev/null | head -1)
-  [ -f "${latest}summary.json" ] && join=(--suite "${latest}summary.json")
-  timeout 420 python3 benches/reference/raw_timing.py --data "$DATA" --ctx "$CTX" --limit "$LIMIT" \
-    --models "$1" "${join[@]}" --out "$OUT/raw-$1.json" 2>&1 | grep -v Warning | tail -8
+collect() {  # one JSON of every test summary of this phase
+  python3 - "$OUT/summaries-$phase.json" "$RUNS" <<'PY'
+import json, pathlib, sys
+tests = []
+for f in sorted(pathlib.Path(sys.argv[2]).glob("*/summary.json")):
+    data = json.loads(f.read_text())
+    tests += [{"run": f.parent.name, "device": data["run"].get("device"), **t} for t in data.get("tests", [])]
+pathlib.Path(sys.argv[1]).write_text(json.dumps(tests, indent=1, default=str))
+print(len(tests), "test summaries")
+PY
 }
 
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
+run_models() {  # run_models SHAPE:TOKENIZER...  (MODELS overrides the phase's list, e.g. for a CPU check)
+  for pair in ${MODELS:-$*}; do suite "${pair%%:*}" "${pair##*:}"; done
+  collect
+}
 case "$phase" in
-  hf)
-    if ! python3 -c "import mamba_ssm" 2>/dev/null; then
-      setsid nohup bash scripts/gpu/build-mamba.sh > /tmp/lc-build.log 2>&1 < /dev/null &
-    fi
-    make llama-3.1-8b llama3.1
-    suite llama-3.1-8b-random
-    raw llama-3.1-8b-random
+  setup)
+    python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+    python3 -m pip install -q --no-deps --no-index .whl/*.whl 2>&1 | tail -2
+    python3 -c "import mamba_ssm, causal_conv1d, selective_scan_cuda; print('mamba-ssm', mamba_ssm.__version__)"
+    for check in scripts/gpu/check_*.py; do
+      echo "== $check"; timeout 280 python3 "$check" "$OUT/$(basename "$check" .py).json" 2>&1 | grep -v -i warning | tail -25
+    done
     ;;
-  mamba)
-    if ! python3 -c "import mamba_ssm, selective_scan_cuda" 2>/dev/null; then
-      if pgrep -f build-mamba.sh >/dev/null; then  # a build started by phase hf: wait for it
-        while pgrep -f build-mamba.sh >/dev/null; do sleep 5; done
-      else
-        timeout 1200 bash scripts/gpu/build-mamba.sh > /tmp/lc-build.log 2>&1
-      fi
-    fi
-    tail -3 /tmp/lc-build.log
-    python3 -c "import mamba_ssm, selective_scan_cuda" || { echo "mamba-ssm did not build"; exit 1; }
-    make mamba-2.8b gpt-neox-20b
-    make mamba-codestral-7b mistral-v3
-    suite mamba-2.8b-random mamba-codestral-7b-random
-    raw mamba-2.8b-random
-    if [ "${HYBRID:-0}" = 1 ]; then make nemotron-h-8b mistral-v3; suite nemotron-h-8b-random; fi
-    ;;
+  suite-a) run_models llama-3.1-8b:llama3.1 qwen2.5-7b:qwen2 mamba-2.8b-hf:gpt-neox-20b mamba-codestral-7b:mistral-v3 ;;
+  suite-b) run_models jamba-reasoning-3b:mistral-v3 nemotron-h-8b:mistral-v3 zamba2-7b:mistral-v3 ;;
 esac
-cp /tmp/lc-build.log "$OUT/build.log" 2>/dev/null || true
-ls -la "$OUT"
