@@ -6,13 +6,15 @@
 #                                              # then the prefill checks (no tokenizer or data needed)
 #   bash scripts/gpu/reference-run.sh suite-a  # carry .carry: Llama-3.1-8B, Qwen2.5-7B, Mamba-2.8B, Codestral
 #   bash scripts/gpu/reference-run.sh suite-b  # carry .carry: Jamba-Reasoning-3B, Nemotron-H-8B, Zamba2-7B
+#   bash scripts/gpu/reference-run.sh suites   # both at once, suite-a on GPU 0 and suite-b on GPU 1
+#                                              # (a two-GPU machine; each figure is still one GPU's)
 # Fill .carry and .whl first with scripts/gpu/prepare-carry.sh (they do not fit one call together).
 # Each checkpoint is written, used and deleted in turn (seven of them would not fit the disk).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 phase=${1:?phase: setup, suite-a or suite-b}
 OUT=${OUT:-results/gpu-reference}
-CKPT=${LC_CKPT:-/tmp/lc-ckpt} RUNS=${LC_RUNS:-/tmp/lc-runs} TOK=${LC_TOKENIZERS:-.carry/tokenizers}
+CKPT=${LC_CKPT:-/tmp/lc-ckpt} RUNS=${LC_RUNS:-/tmp/lc-runs-$phase} TOK=${LC_TOKENIZERS:-.carry/tokenizers}
 mkdir -p "$OUT" "$CKPT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 DATA=${LC_DATA:-.carry/lb2_long.jsonl.xz}
@@ -58,10 +60,22 @@ case "$phase" in
     python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
     python3 -m pip install -q --no-deps --no-index .whl/*.whl 2>&1 | tail -2
     python3 -c "import mamba_ssm, causal_conv1d, selective_scan_cuda; print('mamba-ssm', mamba_ssm.__version__)"
+    # the checks share the GPUs of the machine: one per GPU at a time
+    gpus=$(nvidia-smi -L 2>/dev/null | wc -l); gpus=$((gpus > 0 ? gpus : 1)); i=0
     for check in scripts/gpu/check_*.py; do
-      echo "== $check"; timeout 280 python3 "$check" "$OUT/$(basename "$check" .py).json" 2>&1 | grep -v -i warning | tail -25
+      CUDA_VISIBLE_DEVICES=$((i % gpus)) timeout 300 python3 "$check" "$OUT/$(basename "$check" .py).json" \
+        > "$OUT/$(basename "$check" .py).log" 2>&1 &
+      i=$((i + 1)); [ $((i % gpus)) -eq 0 ] && wait
     done
+    wait
+    for log in "$OUT"/check_*.log; do echo "== $log"; grep -v -i warning "$log" | tail -20; done
     ;;
   suite-a) run_models llama-3.1-8b:llama3.1 qwen2.5-7b:qwen2 mamba-2.8b-hf:gpt-neox-20b mamba-codestral-7b:mistral-v3 ;;
   suite-b) run_models jamba-reasoning-3b:mistral-v3 nemotron-h-8b:mistral-v3 zamba2-7b:mistral-v3 ;;
+  suites)
+    CUDA_VISIBLE_DEVICES=0 bash "$0" suite-a > "$OUT/suite-a.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=1 bash "$0" suite-b > "$OUT/suite-b.log" 2>&1 &
+    wait
+    tail -n 30 "$OUT"/suite-*.log
+    ;;
 esac
