@@ -41,22 +41,21 @@ def _file(source: str, name: str, revision: str | None) -> Path:
     return Path(hf_hub_download(source, name, revision=revision))
 
 
-def load_model(source: str, revision: str | None, dtype: Any, device: str = "cuda") -> tuple[Any, layouts.Layout]:
+def load_model(source: str, revision: str | None, dtype: Any, layout: layouts.Layout, device: str = "cuda") -> Any:
     """``MambaLMHeadModel`` from a checkpoint in Mistral's or mamba-ssm's layout."""
     from mamba_ssm.models.config_mamba import MambaConfig
     from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
 
-    layout = layouts.source_layout(source, revision)
     layouts.require_layout("mamba_ssm", layout, source)
     if layout.name == "mamba_ssm":
-        return MambaLMHeadModel.from_pretrained(source, device=device, dtype=dtype), layout
+        return MambaLMHeadModel.from_pretrained(source, device=device, dtype=dtype)
     from safetensors.torch import load_file
 
     params = json.loads(_file(source, "params.json", revision).read_text())
     model = MambaLMHeadModel(MambaConfig(**layouts.mistral_config(params)), device=device, dtype=dtype)
     state = layouts.map_mistral_keys(load_file(str(_file(source, "consolidated.safetensors", revision))))
     model.load_state_dict(state, strict=True)
-    return model, layout
+    return model
 
 
 class MambaSSMEngine(EngineTelemetry):
@@ -70,13 +69,30 @@ class MambaSSMEngine(EngineTelemetry):
                               "install it on a CUDA machine: pip install 'lcplugin[mamba]'") from None
         if not torch.cuda.is_available():
             raise EngineError("the mamba_ssm engine needs a CUDA device; none is visible")
-        from .mamba_prefill import chunkable, cuda_kernels
-
         self.config = config
-        args = dict(config.engine_args)
         dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}.get(
             config.dtype, torch.bfloat16)
-        self.model, self.layout = load_model(config.source, config.revision, dtype)
+        # layout and tokenizer first: a checkpoint or tokenizer that cannot be read fails before 15 GB load
+        self.layout = layouts.source_layout(config.source, config.revision)
+        layouts.require_layout("mamba_ssm", self.layout, config.source)
+        tokenizer = self._tokenizer(config)
+        model = load_model(config.source, config.revision, dtype, self.layout)
+        self._adopt(model, self.layout, config, tokenizer)
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, config: EngineConfig) -> MambaSSMEngine:
+        """An engine around a model already on the GPU (the GPU check builds random Codestral-shape
+        weights in memory, without writing 15 GB to disk)."""
+        engine = cls.__new__(cls)
+        engine.config = config
+        engine._adopt(model, layouts.Layout("in-memory", "a model built in this process"), config, tokenizer)
+        return engine
+
+    def _adopt(self, model: Any, layout: layouts.Layout, config: EngineConfig, tokenizer: Any) -> None:
+        from .mamba_prefill import chunkable, cuda_kernels
+
+        args = dict(config.engine_args)
+        self.model, self.layout = model, layout
         self.model.eval()
         self.model_config = dataclasses.asdict(self.model.config)
         self.chunk, self.chunk_why = layouts.resolve_prefill_chunk(self.model_config, args.get("prefill_chunk"))
@@ -85,7 +101,7 @@ class MambaSSMEngine(EngineTelemetry):
             raise EngineError(f"{config.model}: prefill_chunk={self.chunk} needs Mamba-2 layers only; this model "
                               "has other mixers (attention); set prefill_chunk=0")
         self.kernels = cuda_kernels()
-        self.tokenizer = self._tokenizer(config)
+        self.tokenizer = tokenizer if tokenizer is not None else self._tokenizer(config)
         eos = self.tokenizer.eos_token_id
         self.eos_id = eos if eos is not None else 0
         self.vocab_size = self.model_config["vocab_size"]
