@@ -120,7 +120,8 @@ class MambaSSMEngine(EngineTelemetry):
                 raise EngineError(
                     f"{config.model}: {config.source} ships Mistral's tokenizer.model.v3, which transformers' "
                     "AutoTokenizer does not read; set the spec's tokenizer to a transformers tokenizer of the same "
-                    f"vocabulary (Mistral v3, e.g. mistralai/Mistral-7B-Instruct-v0.3 or a local folder) ({exc})"
+                    f"vocabulary (Mistral v3, e.g. mistralai/Mistral-7B-Instruct-v0.3 or a local folder) "
+                    f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
                 ) from None
             raise
 
@@ -162,6 +163,7 @@ class MambaSSMEngine(EngineTelemetry):
         from .mamba_prefill import chunked_prefill
 
         if self.chunk:
+            self._check_forward(min(self.chunk, ids.shape[1]))  # an explicit chunk past the limit
             return chunked_prefill(self.model, ids, self.chunk, keep_last, self.kernels)
         self._check_forward(ids.shape[1])
         params = self.model._decoding_cache.inference_params if self._graph_length else None
