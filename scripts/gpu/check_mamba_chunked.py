@@ -159,7 +159,7 @@ def check_layouts(model) -> None:
                                              tokenizer=str(Path(tmp) / "tok")))
         loaded = engine.model.state_dict()
         out["layout"] = engine.layout.name
-        out["weights_equal"] = all(torch.equal(loaded[k].cpu().to(v.dtype), v) for k, v in tiny.state_dict().items()
+        out["weights_equal"] = all(torch.equal(loaded[k].cpu().to(v.dtype), v.cpu()) for k, v in tiny.state_dict().items()
                                    if k in loaded) and set(loaded) == set(tiny.state_dict())
         out["describe"] = engine.describe()
         done = engine.generate([list(range(3, 300))], SamplingSettings(max_new_tokens=8))[0]
