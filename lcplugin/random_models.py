@@ -66,6 +66,29 @@ SHAPES: dict[str, dict[str, Any]] = {
 }
 
 
+def hf_config(shape: str) -> Any:
+    """The transformers config of an ``hf``-format shape."""
+    from transformers import AutoConfig
+
+    spec = SHAPES[shape]
+    if spec["format"] != "hf":
+        raise ValueError(f"shape {shape!r} is in {spec['format']} format, not transformers'")
+    cfg = dict(spec["config"])
+    return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+
+
+def build(shape: str, device: str = "cuda", dtype: str = "bfloat16", seed: int = 0) -> Any:
+    """A random-weight transformers model of ``shape`` in memory, in eval mode (nothing written):
+    for GPU checks that need the model, not a checkpoint."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(hf_config(shape), dtype=getattr(torch, dtype))
+    return model.eval()
+
+
 def make(shape: str, out: Path, tokenizer: Path | None = None, device: str = "cuda", seed: int = 0) -> Path:
     """Write a random-weight checkpoint of ``shape`` into ``out`` (bf16), with a tokenizer if given."""
     import torch
@@ -74,12 +97,7 @@ def make(shape: str, out: Path, tokenizer: Path | None = None, device: str = "cu
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
     if spec["format"] == "hf":
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        cfg = dict(spec["config"])
-        config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-        with torch.device(device):
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+        model = build(shape, device=device, seed=seed)
         model.save_pretrained(out)
     else:
         from mamba_ssm.models.config_mamba import MambaConfig

@@ -4,6 +4,10 @@ Batched generation with left padding; batches are formed from prompts sorted by 
 token budget (``max_batch_tokens``) and a size cap (``max_batch_size``), so long contexts run one at
 a time while short ones share a batch. Time to first token is read, after one synchronize, when the
 first token's logits reach the logits processors; decode time runs from there to the end.
+
+A prompt longer than the prefill chunk (``engine_args.prefill_chunk``; automatic by default, see
+:mod:`.prefill`) runs alone and is read chunk by chunk into one cache, then ``generate`` continues
+from that cache; PG-19 windows are scored the same way.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import telemetry
+from . import prefill
 from .base import Completion, EngineConfig, EngineTelemetry, LogLikelihood, SamplingSettings
 
 _DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
@@ -58,9 +63,11 @@ class HFEngine(EngineTelemetry):
         self.max_batch_tokens = int(args.pop("max_batch_tokens", 1 << 17))
         self.ignore_eos = bool(args.pop("ignore_eos", False))  # efficiency runs: always max_new_tokens
         attn = args.pop("attn_implementation", "sdpa" if self.device.startswith("cuda") else None)
+        requested_chunk = args.pop("prefill_chunk", None)
         common = {"revision": config.revision, "trust_remote_code": config.trust_remote_code}
         self.tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, **common)
         model_config = AutoConfig.from_pretrained(config.source, **common)
+        self.prefill_chunk, self.prefill_why = prefill.choose_chunk(model_config, self.device, requested_chunk)
         if config.rope:
             base = dict(getattr(model_config, "rope_parameters", None) or {})
             model_config.rope_parameters = {**base, **config.rope}
@@ -83,6 +90,7 @@ class HFEngine(EngineTelemetry):
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
         self._batch_counter = 0
+        self.chunked_sequences = 0  # of the current test: proof in each summary that chunking happened
         if self.device.startswith("cuda"):  # CUDA context, cuBLAS handles, kernels: before any timing
             self._generate_batch([[self.pad_id] * 64], SamplingSettings(max_new_tokens=4))
             self._batch_counter = 0
@@ -95,7 +103,8 @@ class HFEngine(EngineTelemetry):
             if batches:
                 cur = batches[-1]
                 longest = len(prompts[cur[0]])
-                if len(cur) < self.max_batch_size and (len(cur) + 1) * longest <= self.max_batch_tokens:
+                alone = 0 < self.prefill_chunk < longest  # chunked prefill reads one sequence
+                if not alone and len(cur) < self.max_batch_size and (len(cur) + 1) * longest <= self.max_batch_tokens:
                     cur.append(i)
                     continue
             batches.append([i])
@@ -119,6 +128,7 @@ class HFEngine(EngineTelemetry):
             ids[row, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
             mask[row, width - len(p):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
+        chunked = len(prompts) == 1 and 0 < self.prefill_chunk < width
         kwargs: dict[str, Any] = {
             "max_new_tokens": sampling.max_new_tokens, "min_new_tokens": 1,
             "eos_token_id": None if self.ignore_eos else (self.eos_ids or None), "pad_token_id": self.pad_id,
@@ -133,6 +143,14 @@ class HFEngine(EngineTelemetry):
         telemetry.synchronize()
         start = time.perf_counter()
         with torch.inference_mode():
+            if chunked:  # all but the last token into the cache; generate feeds only what is not cached
+                _, cache = prefill.forward_chunks(self.model, ids[:, :-1], self.prefill_chunk)
+                self.chunked_sequences += 1
+                name = prefill.cache_argument(self.model)
+                kwargs[name] = cache
+                if name == "cache_params":  # Mamba-2's generate cannot tell how much is cached: the rest only
+                    ids, mask = ids[:, -1:], mask[:, -1:]
+                    width = 1
             result = self.model.generate(input_ids=ids, attention_mask=mask, logits_processor=[clock], **kwargs)
         telemetry.synchronize()
         end = time.perf_counter()
@@ -162,15 +180,28 @@ class HFEngine(EngineTelemetry):
         telemetry.synchronize()
         start = time.perf_counter()
         with torch.inference_mode():
-            try:
-                logits = self.model(input_ids=ids, logits_to_keep=score_last + 1).logits
-            except TypeError:
-                logits = self.model(input_ids=ids).logits
-            logits = logits[0, -(score_last + 1):-1].float()
+            if 0 < self.prefill_chunk < len(tokens):
+                logits = prefill.forward_chunks(self.model, ids, self.prefill_chunk, keep_last=score_last + 1)[0]
+                self.chunked_sequences += 1
+                logits = logits[:-1]
+            else:
+                try:
+                    logits = self.model(input_ids=ids, logits_to_keep=score_last + 1).logits
+                except TypeError:
+                    logits = self.model(input_ids=ids).logits
+                logits = logits[0, -(score_last + 1):-1].float()
             targets = ids[0, -score_last:]
             nll = torch.nn.functional.cross_entropy(logits, targets, reduction="sum").item()
         telemetry.synchronize()
         return LogLikelihood(nll=float(nll), n_tokens=score_last, seconds=time.perf_counter() - start)
+
+    def telemetry_begin(self) -> None:
+        self.chunked_sequences = 0
+        super().telemetry_begin()
+
+    def describe(self) -> dict[str, Any]:
+        return {"prefill_chunk": self.prefill_chunk, "prefill_chunk_why": self.prefill_why,
+                "prefill_chunked_sequences": self.chunked_sequences}
 
     def close(self) -> None:
         self.release("model")

@@ -1,0 +1,237 @@
+"""Chunked prefill for the ``hf`` engine: a long prompt read in pieces into one cache.
+
+Why: one forward over 128k tokens (a) overflows the 32-bit offsets of mamba-ssm's SSD kernels past
+about 2^31 / d_in_proj tokens (Nemotron-H-8B, Codestral: ~115.7k) - they crash or, worse, return
+wrong output - and (b) holds activations for every token at once (Llama-3.1-8B at 128k: 48.9 GB
+torch peak on an H200, where weights plus KV cache need ~34 GB). Reading the prompt in chunks, each
+continuing from the cache the previous ones filled, avoids both.
+
+transformers' own chunking (``prefill_chunk_size``) is slow for attention: a chunk of q tokens
+over kv > q cached keys gets a q x kv mask from the sdpa path, which leaves the fast causal kernel
+(H200, 130,944 tokens: 16k chunks 21.4 s against 11.6 s for one forward). So during a batch-1
+chunked prefill the model's attention runs through :func:`chunk_attention`, which builds no mask:
+q == kv is SDPA's ``is_causal``; q == 1 needs none; otherwise ``causal_lower_right(q, kv)``, which
+SDPA dispatches to flash attention on CUDA (lower-right alignment is flash's native causal).
+
+Which families may be chunked: a forward of several tokens must continue from the cache. Attention
+models do; the Mamba-2 family (mamba2, nemotron_h, zamba2, bamba, falcon_h1) feeds the cached conv
+window and SSM state into the next chunk's scan. Mamba-1 and Jamba start each multi-token scan from
+zero state (their chunked output is silently wrong), so they are never chunked and an explicit
+request is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from ..errors import EngineError
+
+# Automatic chunk for attention models on CUDA; the lead measures 8k/16k/32k on the H200
+# (scripts/gpu/check_hf_prefill.py) and sets this one constant from that.
+ATTENTION_CHUNK = 16384
+NEVER_CHUNKED = frozenset({"mamba", "falcon_mamba", "jamba"})  # scan without an initial state
+MAMBA2_FAMILY = frozenset({"mamba2", "nemotron_h", "zamba2", "bamba", "falcon_h1"})
+KERNEL_MARGIN = 0.9  # of the int32 limit; the result is rounded down to a multiple of 256
+_ATTN_NAME = "lcplugin_chunked_sdpa"
+
+
+def _ssd_width(config: Any) -> int | None:
+    """d_in_proj = 2*d_inner + 2*n_groups*d_state + n_heads, read from each family's config names."""
+    t = config.model_type
+    h = config.hidden_size
+    if t == "mamba2":
+        d_inner, groups, state, heads = int(config.expand * h), config.n_groups, config.state_size, config.num_heads
+    elif t == "nemotron_h":
+        d_inner = config.mamba_num_heads * config.mamba_head_dim
+        groups, state, heads = config.n_groups, config.ssm_state_size, config.mamba_num_heads
+    elif t == "zamba2":
+        d_inner = int(config.mamba_expand * h)
+        groups, state, heads = config.mamba_ngroups, config.mamba_d_state, config.n_mamba_heads
+    elif t == "bamba":
+        d_inner = int(config.mamba_expand * h)
+        groups, state, heads = config.mamba_n_groups, config.mamba_d_state, config.mamba_n_heads
+    elif t == "falcon_h1":
+        d_inner = getattr(config, "mamba_d_ssm", None) or int(config.mamba_expand * h)
+        groups, state, heads = config.mamba_n_groups, config.mamba_d_state, config.mamba_n_heads
+    else:
+        return None
+    return 2 * d_inner + 2 * groups * state + heads
+
+
+def kernel_token_limit(config: Any) -> int | None:
+    """Longest safe forward for mamba-ssm's SSD kernels (int32 offsets into the in_proj output),
+    with a margin; None for models without those kernels."""
+    width = _ssd_width(config)
+    if width is None:
+        return None
+    return int((1 << 31) / width * KERNEL_MARGIN) // 256 * 256
+
+
+def choose_chunk(config: Any, device: str, requested: Any) -> tuple[int, str]:
+    """The prefill chunk (0 = one forward) and why; refuses a chunk the model cannot continue."""
+    family = config.model_type
+    if requested is not None:
+        chunk = int(requested)
+        if chunk < 0:
+            raise EngineError(f"engine_args prefill_chunk={requested!r}: must be 0 (one forward) or a token count")
+        if chunk > 0 and family in NEVER_CHUNKED:
+            raise EngineError(
+                f"prefill_chunk={chunk} refused for model type {family!r}: its transformers scan starts every "
+                "multi-token forward from zero state, so chunked prefill would be silently wrong; use "
+                "prefill_chunk=0 (one forward)")
+        return chunk, "requested" if chunk else "requested: one forward"
+    if not device.startswith("cuda"):
+        return 0, "automatic: one forward on CPU"
+    if family in NEVER_CHUNKED:
+        return 0, f"automatic: one forward ({family} cannot continue a multi-token forward from its cache)"
+    limit = kernel_token_limit(config)
+    if limit is not None:
+        return limit, (f"automatic: mamba-ssm SSD kernels overflow int32 past 2^31/{_ssd_width(config)} tokens; "
+                       f"{KERNEL_MARGIN:g} of that, a multiple of 256")
+    return ATTENTION_CHUNK, "automatic: attention model on CUDA, ATTENTION_CHUNK keeps the activation peak small"
+
+
+# -- attention without masks during batch-1 chunked prefill -----------------------------------------
+_STATE = threading.local()  # kv_len: keys filled so far (a static cache holds more rows than that)
+
+
+def _flash_takes_gqa(query: Any, key: Any, value: Any) -> bool:
+
+    if query.device.type != "cuda":
+        return True  # CPU: the materialized lower-right mask with enable_gqa is supported
+    try:
+        from torch.backends.cuda import SDPAParams, can_use_flash_attention
+
+        return bool(can_use_flash_attention(SDPAParams(query, key, value, None, 0.0, True, True)))
+    except (ImportError, TypeError, RuntimeError):
+        return False
+
+
+def chunk_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
+                    scaling: float | None = None, is_causal: bool | None = None, **kwargs: Any) -> tuple[Any, None]:
+    """SDPA for one sequence whose queries are the last q of kv positions (no mask tensor)."""
+    import torch
+    from torch.nn.attention.bias import causal_lower_right
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    kv_len = getattr(_STATE, "kv_len", None)
+    if kv_len is not None and key.shape[2] > kv_len:
+        key, value = key[:, :, :kv_len], value[:, :, :kv_len]
+    q, kv = query.shape[2], key.shape[2]
+    groups = query.shape[1] // key.shape[1]
+    mask: Any = None
+    causal = q == kv and q > 1
+    if 1 < q < kv:
+        mask = causal_lower_right(q, kv)
+    gqa = groups > 1
+    if gqa and mask is not None and not _flash_takes_gqa(query, key, value):
+        key, value, gqa = repeat_kv(key, groups), repeat_kv(value, groups), False
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=causal, scale=scaling, enable_gqa=gqa)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _no_mask(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(_ATTN_NAME, chunk_attention)
+    try:
+        from transformers.masking_utils import AttentionMaskInterface
+
+        AttentionMaskInterface.register(_ATTN_NAME, _no_mask)
+    except ImportError:  # older transformers: a name without a mask function builds no mask either
+        pass
+
+
+def _configs(model: Any) -> list[Any]:
+    seen: dict[int, Any] = {id(model.config): model.config}
+    for module in model.modules():
+        cfg = getattr(module, "config", None)
+        if cfg is not None and hasattr(cfg, "_attn_implementation"):
+            seen.setdefault(id(cfg), cfg)
+        for sub in ("text_config", "decoder"):
+            inner = getattr(cfg, sub, None) if cfg is not None else None
+            if inner is not None and hasattr(inner, "_attn_implementation"):
+                seen.setdefault(id(inner), inner)
+    return list(seen.values())
+
+
+def uses_chunk_attention(model: Any) -> bool:
+    """Only models on plain sdpa without sliding windows swap in :func:`chunk_attention`; others keep
+    transformers' masks (correct with an offset, just slower)."""
+    cfg = model.config
+    layer_types = getattr(cfg, "layer_types", None) or []
+    return (getattr(cfg, "_attn_implementation", None) == "sdpa" and "sliding_attention" not in layer_types
+            and not getattr(cfg, "use_sliding_window", False))
+
+
+@contextlib.contextmanager
+def _chunk_attention(model: Any) -> Iterator[None]:
+    if not uses_chunk_attention(model):
+        yield
+        return
+    _register()
+    configs = _configs(model)
+    saved = [getattr(c, "_attn_implementation_internal", None) for c in configs]
+    try:
+        for c in configs:
+            if getattr(c, "_attn_implementation_internal", None) == "sdpa":
+                c._attn_implementation_internal = _ATTN_NAME
+        yield
+    finally:
+        for c, s in zip(configs, saved, strict=True):
+            c._attn_implementation_internal = s
+        _STATE.kv_len = None
+
+
+# -- the chunk loop ------------------------------------------------------------------------------------
+def cache_argument(model: Any) -> str:
+    """The forward's name for the cache: ``cache_params`` (Mamba, Mamba2) or ``past_key_values``."""
+    params = inspect.signature(model.forward).parameters
+    return "cache_params" if "cache_params" in params and "past_key_values" not in params else "past_key_values"
+
+
+def forward_chunks(model: Any, ids: Any, chunk: int, keep_last: int = 1, cache: Any = None) -> tuple[Any, Any]:
+    """Read ``ids`` (1 x L) in forwards of ``chunk`` tokens into one cache.
+
+    Returns (logits of the last ``keep_last`` positions, float32 [keep_last, vocab]; the cache).
+    Each forward computes logits only for its positions inside that tail.
+    """
+    import torch
+
+    if ids.shape[0] != 1:
+        raise ValueError("chunked prefill runs one sequence at a time")
+    total = ids.shape[1]
+    params = inspect.signature(model.forward).parameters
+    name = cache_argument(model)
+    kept: list[Any] = []
+    tail_start = total - keep_last
+    with _chunk_attention(model):
+        for start in range(0, total, chunk):
+            end = min(start + chunk, total)
+            want = end - max(start, tail_start) if end > tail_start else 0
+            kwargs: dict[str, Any] = {"input_ids": ids[:, start:end], "use_cache": True, "logits_to_keep": max(want, 1)}
+            if cache is not None:
+                kwargs[name] = cache
+            positions = torch.arange(start, end, device=ids.device)
+            if "position_ids" in params:
+                kwargs["position_ids"] = positions[None]
+            if "cache_position" in params:
+                kwargs["cache_position"] = positions
+            _STATE.kv_len = end
+            out = model(**kwargs)
+            cache = getattr(out, name, None)
+            if cache is None:
+                cache = getattr(out, "past_key_values", None) or getattr(out, "cache_params", None)
+            if want:
+                kept.append(out.logits[0, -want:].float())
+            del out
+    return torch.cat(kept, dim=0), cache

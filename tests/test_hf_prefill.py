@@ -1,0 +1,152 @@
+"""Chunked prefill in the ``hf`` engine changes nothing but memory and kernel limits.
+
+fp32 tiny models on CPU, prompts cut into at least three chunks: final logits within 1e-4 of one
+forward, greedy tokens identical, PG-19 NLL within 1e-5 relative; models whose scan cannot continue
+from a cache (Mamba-1, Jamba) refuse an explicit chunk with one line.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from lcplugin.engines import prefill
+from lcplugin.engines.base import EngineConfig, SamplingSettings
+from lcplugin.errors import EngineError
+from lcplugin.tiny import materialize
+
+CHUNK = 300
+PROMPT = 1000  # four chunks of 300 (the last one 100)
+
+
+def _engine(name: str, **engine_args):
+    from lcplugin.engines.hf import HFEngine
+
+    folder = str(materialize(name))
+    return HFEngine(EngineConfig(engine="hf", model=name, source=folder, tokenizer=folder, dtype="float32",
+                                 engine_args=engine_args))
+
+
+def _prompt(n: int = PROMPT, seed: int = 5) -> list[int]:
+    import random
+
+    rng = random.Random(seed)
+    return [256] + [rng.randrange(0, 256) for _ in range(n - 1)]
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-mamba2", "tiny-zamba2", "tiny-nemotron-h"])
+def test_chunked_forward_gives_the_logits_of_one_forward(name, monkeypatch):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    calls = []
+    real = prefill.chunk_attention
+    monkeypatch.setattr(prefill, "chunk_attention", lambda *a, **k: calls.append(a[1].shape[2]) or real(*a, **k))
+    model = AutoModelForCausalLM.from_pretrained(str(materialize(name)), dtype=torch.float32).eval()
+    ids = torch.tensor([_prompt()])
+    with torch.inference_mode():
+        whole = model(ids).logits[0, -1].float()
+        chunked, _ = prefill.forward_chunks(model, ids, CHUNK)
+    assert chunked.shape == (1, whole.shape[-1])
+    torch.testing.assert_close(chunked[0], whole, rtol=0, atol=1e-4)
+    if name != "tiny-mamba2":  # the attention layers ran through the maskless lower-right attention
+        assert sorted(set(calls)) == [100, 300]
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-mamba2", "tiny-zamba2"])
+def test_chunked_engine_generates_the_same_greedy_tokens_and_nll(name, monkeypatch):
+    reads = []
+    real = prefill.forward_chunks
+    monkeypatch.setattr(prefill, "forward_chunks", lambda m, ids, *a, **k: reads.append(ids.shape[1]) or real(m, ids, *a, **k))
+    sampling = SamplingSettings(max_new_tokens=12)
+    prompts = [_prompt(), _prompt(700, seed=6)]
+    outputs, nll = {}, {}
+    for chunk in (0, CHUNK):
+        engine = _engine(name, prefill_chunk=chunk, ignore_eos=True)
+        try:
+            assert engine.describe()["prefill_chunk"] == chunk
+            outputs[chunk] = [c.output_ids for c in engine.generate(prompts, sampling)]
+            nll[chunk] = engine.loglikelihood(_prompt(seed=7), 100).nll
+        finally:
+            engine.close()
+    assert reads == [PROMPT - 1, 699, PROMPT]  # only the chunked engine read in chunks, every sequence
+    assert outputs[CHUNK] == outputs[0] and all(len(o) == 12 for o in outputs[0])
+    assert nll[CHUNK] == pytest.approx(nll[0], rel=1e-5)
+
+
+def test_mamba1_refuses_an_explicit_chunk_with_one_line():
+    with pytest.raises(EngineError) as info:
+        _engine("tiny-mamba", prefill_chunk=CHUNK)
+    message = str(info.value)
+    assert "\n" not in message and "'mamba'" in message and "silently wrong" in message
+    assert "prefill_chunk=0" in message
+    engine = _engine("tiny-mamba", prefill_chunk=0)  # one forward is accepted
+    try:
+        assert engine.describe()["prefill_chunk"] == 0
+    finally:
+        engine.close()
+
+
+def test_automatic_chunk_follows_the_family_and_device():
+    import transformers as T
+
+    from lcplugin.random_models import SHAPES
+
+    cfg = dict(SHAPES["nemotron-h-8b"]["config"])
+    nemotron = T.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    # d_in_proj = 2*8192 + 2*8*128 + 128 = 18,560: 2^31/18,560 = 115,705 tokens; 0.9 of it, floor to 256
+    assert prefill.kernel_token_limit(nemotron) == 103_936
+    assert prefill.choose_chunk(nemotron, "cuda", None)[0] == 103_936
+    assert prefill.choose_chunk(nemotron, "cpu", None)[0] == 0
+    llama = T.LlamaConfig()
+    assert prefill.choose_chunk(llama, "cuda:0", None) == (prefill.ATTENTION_CHUNK, prefill.choose_chunk(
+        llama, "cuda", None)[1])
+    assert prefill.choose_chunk(llama, "cpu", 512)[0] == 512
+    jamba = T.JambaConfig()
+    assert prefill.choose_chunk(jamba, "cuda", None)[0] == 0
+    with pytest.raises(EngineError, match="'jamba'.*silently wrong"):
+        prefill.choose_chunk(jamba, "cuda", 4096)
+
+
+def _records(results, bench: str) -> dict[str, dict]:
+    import json
+
+    (run,) = [p for p in results.iterdir() if p.is_dir()]
+    out = {}
+    for path in sorted((run / "records" / bench).glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            out[f"{path.stem}/{row['id']}"] = row
+    return out
+
+
+@pytest.mark.slow
+def test_acceptance_chunked_suite_run_equals_one_forward(run_benches, tmp_path):
+    import shutil
+
+    from .conftest import only_run_summary
+
+    common = ("--lc-models", "tiny-llama,tiny-mamba2,tiny-zamba2", "--lc-ctx", "2k", "--lc-sampling", "greedy")
+    runs = {}
+    for chunk in (0, CHUNK):
+        out = run_benches(*common, "--lc-engine-arg", f"prefill_chunk={chunk}")
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        summary = only_run_summary(run_benches.results)
+        responses = {k: r["response"] for k, r in _records(run_benches.results, "longbench_v2").items()}
+        ppl = {t["model"]: t["perplexity"] for t in summary["tests"] if t["benchmark"] == "pg19"}
+        settings = {(t["benchmark"], t["model"]): t["engine_settings"] for t in summary["tests"]}
+        runs[chunk] = responses, ppl, settings
+        shutil.move(run_benches.results, tmp_path / f"results-{chunk}")
+    (resp0, ppl0, settings0), (resp1, ppl1, settings1) = runs[0], runs[CHUNK]
+    assert len(resp0) >= 3 and resp1 == resp0
+    assert set(ppl0) == {"tiny-llama", "tiny-mamba2", "tiny-zamba2"}
+    for model, value in ppl0.items():
+        assert ppl1[model] == pytest.approx(value, rel=1e-5)
+    # the chunked path was really taken, for every test, and the summaries say so
+    assert all(s["prefill_chunk"] == CHUNK and s["prefill_chunked_sequences"] > 0 for s in settings1.values())
+    assert all(s["prefill_chunk"] == 0 and s["prefill_chunked_sequences"] == 0 for s in settings0.values())
+
+    out = run_benches("--lc-models", "tiny-mamba", "--lc-ctx", "2k", "--lc-sampling", "greedy",
+                      "--lc-engine-arg", f"prefill_chunk={CHUNK}", "-k", "longbench_v2")
+    assert out.returncode == 1
+    assert "prefill_chunk=300 refused for model type 'mamba'" in out.stdout
+    assert "chunked prefill would be silently wrong" in out.stdout
