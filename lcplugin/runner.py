@@ -136,7 +136,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     limit = session.settings.limit
     if limit is None and source.kind == "synthetic":
         limit = SYNTHETIC_DEFAULT_LIMIT
-    key = (case.benchmark, source.digest, source.location, limit)
+    key = (case.benchmark, source.digest, source.location, limit, bench.items_key(case.ctx))
     if key not in session.items:
         session.items[key] = bench.load_items(source, case.ctx, limit)
     items = session.items[key]

@@ -8,7 +8,7 @@ scored, so the store can flush them and an interrupted run loses at most one chu
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +99,15 @@ class Benchmark:
         """Why this benchmark has no data for ``ctx`` (Ada-LEval settings), or None."""
         return None
 
+    def items_key(self, ctx: int) -> Hashable:
+        """What of the test's context its items depend on; the session's item cache is keyed by it.
+
+        None: the same items at every context (LongBench-v2 cuts them per context later, PG-19 cuts
+        its windows from whole books in ``evaluate``). A benchmark that reads other data per context
+        (Ada-LEval's settings) returns the context, or every test would run the first context's items.
+        """
+        return None
+
     def load_items(self, source: DataSource, ctx: int, limit: int | None) -> list[Item]:
         raise NotImplementedError
 
@@ -123,7 +132,9 @@ class GenerationBenchmark(Benchmark):
         raise NotImplementedError
 
     def cache_key(self, session: EvalSession) -> str:
-        return f"{self.name}-{self.options.mode}-{session.data_key}"
+        """The token cache's key: items that differ per context (Ada-LEval) must not share one."""
+        part = self.items_key(session.ctx)
+        return f"{self.name}-{self.options.mode}-{session.data_key}" + ("" if part is None else f"-{part}")
 
     def budget(self, session: EvalSession) -> int:
         """The context a prompt must fit: the test's (LongBench-v2) or the model's window (Ada-LEval)."""
