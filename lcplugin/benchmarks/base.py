@@ -118,11 +118,20 @@ class Benchmark:
         """Benchmark-specific summary fields (buckets, baselines)."""
         return {}
 
+    def progress_total(self, items: Sequence[Item], done_ids: frozenset[str]) -> int:
+        """The units ``evaluate`` will report through ``session.progress``: here one per item."""
+        return len(items)
+
 
 class GenerationBenchmark(Benchmark):
     """A benchmark that sends one prompt per item and scores the generated text."""
 
     never_truncate = False  # True: a prompt that does not fit is skipped (counted), never cut
+    passes = 1  # generation passes per item (LongBench-v2 chain of thought: 2)
+
+    def progress_total(self, items: Sequence[Item], done_ids: frozenset[str]) -> int:
+        """One unit per pass of each item still to do: a two-pass run is not 100 % done after its first passes."""
+        return self.passes * sum(1 for it in items if it.id not in done_ids)
 
     def prompt_text(self, item: Item) -> str:
         raise NotImplementedError
@@ -140,9 +149,22 @@ class GenerationBenchmark(Benchmark):
         """The context a prompt must fit: the test's (LongBench-v2) or the model's window (Ada-LEval)."""
         return session.ctx
 
+    def max_len(self, session: EvalSession) -> int | None:
+        """A cap on the cut prompt's length (LongBench-v2's official budget), or None: the context decides."""
+        return None
+
+    def second_pass(self, items: Sequence[Item], records: list[dict[str, Any]], session: EvalSession) -> None:
+        """Complete one chunk's records with a second generation (``passes == 2``); records are updated in place."""
+        raise NotImplementedError
+
     def evaluate(self, items: Sequence[Item], session: EvalSession) -> None:
+        """Chunk by chunk: build the prompts, generate (both passes where there are two), then emit.
+
+        A chunk's records are written as soon as its last pass is done, so a kill loses at most one
+        chunk, and a resumed run (``done_ids``) does only the items left.
+        """
         builder = PromptBuilder(session.tokenizer, self.budget(session), session.sampling.max_new_tokens,
-                                session.chat_mode)
+                                session.chat_mode, max_len=self.max_len(session))
         todo = [it for it in items if it.id not in session.done_ids]
         for start in range(0, len(todo), session.chunk_size):
             chunk = todo[start:start + session.chunk_size]
@@ -158,8 +180,15 @@ class GenerationBenchmark(Benchmark):
                 built.append(prompt)
                 ready.append(item)
             completions = session.generate([b.ids for b in built], session.sampling) if built else []
-            for item, prompt, comp in zip(ready, built, completions, strict=True):
-                session.emit(self.record(item, prompt, comp, session))
+            records = [self.record(item, prompt, comp, session)
+                       for item, prompt, comp in zip(ready, built, completions, strict=True)]
+            if self.passes == 2:
+                if session.progress:
+                    session.progress(len(chunk))
+                if records:
+                    self.second_pass(ready, records, session)
+            for record in records:
+                session.emit(record)
             if session.progress:
                 session.progress(len(chunk))
 
