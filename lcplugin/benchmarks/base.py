@@ -34,12 +34,13 @@ class BenchOptions:
     mode: str = "0shot"  # LongBench-v2: 0shot | cot | nocontext
     select: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (field, allowed values) filters
     overlength: str = "truncate"  # truncate (official) | skip
+    budget: str = "context"  # LongBench-v2 max_len: context (ctx - new tokens - template) | official (120k at 128k)
     pg19_windows: int = 10
     pg19_score_last: int = 100
 
     def as_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "select": {k: list(v) for k, v in self.select},
-                "overlength": self.overlength, "pg19_windows": self.pg19_windows,
+                "overlength": self.overlength, "budget": self.budget, "pg19_windows": self.pg19_windows,
                 "pg19_score_last": self.pg19_score_last}
 
 
@@ -149,7 +150,7 @@ class GenerationBenchmark(Benchmark):
         """The context a prompt must fit: the test's (LongBench-v2) or the model's window (Ada-LEval)."""
         return session.ctx
 
-    def max_len(self, session: EvalSession) -> int | None:
+    def max_len(self, ctx: int) -> int | None:
         """A cap on the cut prompt's length (LongBench-v2's official budget), or None: the context decides."""
         return None
 
@@ -164,7 +165,7 @@ class GenerationBenchmark(Benchmark):
         chunk, and a resumed run (``done_ids``) does only the items left.
         """
         builder = PromptBuilder(session.tokenizer, self.budget(session), session.sampling.max_new_tokens,
-                                session.chat_mode, max_len=self.max_len(session))
+                                session.chat_mode, max_len=self.max_len(session.ctx))
         todo = [it for it in items if it.id not in session.done_ids]
         for start in range(0, len(todo), session.chunk_size):
             chunk = todo[start:start + session.chunk_size]

@@ -17,7 +17,7 @@ from typing import Any
 from ..datafiles import read_records
 from ..engines.base import SamplingSettings
 from ..errors import DataError
-from ..truncation import PromptBuilder
+from ..truncation import PromptBuilder, official_max_len
 from .base import DataSource, EvalSession, GenerationBenchmark, Item, require_fields
 
 HUB_ID = "THUDM/LongBench-v2"
@@ -167,6 +167,10 @@ class LongBenchV2(GenerationBenchmark):
         return {"pred": pred, "correct": pred == item.gold, "null": pred is None, "mode": self.options.mode,
                 "lenient_pred": lenient, "lenient_correct": lenient == item.gold}
 
+    def max_len(self, ctx: int) -> int | None:
+        """``--lc-budget official``: pred.py's max_len, 120,000 at 128k, scaled to ``ctx``; else the context decides."""
+        return official_max_len(ctx) if self.options.budget == "official" else None
+
     @property
     def passes(self) -> int:  # type: ignore[override]
         return 2 if self.options.mode == "cot" else 1
@@ -176,7 +180,7 @@ class LongBenchV2(GenerationBenchmark):
         response, 128 new tokens; the record keeps both responses and is scored on the answer."""
         answer_sampling = SamplingSettings(max_new_tokens=128, temperature=session.sampling.temperature,
                                            seed=session.sampling.seed)
-        builder = PromptBuilder(session.tokenizer, session.ctx, 128, session.chat_mode, max_len=self.max_len(session))
+        builder = PromptBuilder(session.tokenizer, session.ctx, 128, session.chat_mode, max_len=self.max_len(session.ctx))
         prompts = [builder.build(fill(TEMPLATE_0SHOT_COT_ANS, item.fields, record["response"])).ids
                    for item, record in zip(items, records, strict=True)]
         answers = session.generate(prompts, answer_sampling)
@@ -189,7 +193,7 @@ class LongBenchV2(GenerationBenchmark):
         scored = [r for r in records if not r.get("skipped")]
         buckets = official_buckets(scored)
         lenient = sum(1 for r in scored if r.get("lenient_correct"))
-        return {"buckets": buckets, "mode": self.options.mode,
+        return {"buckets": buckets, "mode": self.options.mode, "budget": self.options.budget,
                 "lenient_accuracy": lenient / len(scored) if scored else None,
                 "skipped_overlength": sum(1 for r in records if r.get("skipped") == "overlength")}
 
