@@ -61,13 +61,14 @@ def cmd_prompt(args: argparse.Namespace) -> int:
     from .truncation import PromptBuilder
 
     ctx = parse_ctx(args.ctx)
-    bench = get_benchmark(args.benchmark, BenchOptions(mode=args.mode))
+    bench = get_benchmark(args.benchmark, BenchOptions(mode=args.mode, budget=args.budget))
     if not hasattr(bench, "prompt_text"):
         raise LcError(f"prompt: {args.benchmark} sends no text prompt")
     item = _find_item(args, bench, ctx)
     tokenizer = _tokenizer(args.tokenizer)
     budget = args.window or ctx
-    builder = PromptBuilder(tokenizer, budget, args.max_new_tokens or bench.sampling(False).max_new_tokens, args.chat)
+    builder = PromptBuilder(tokenizer, budget, args.max_new_tokens or bench.sampling(False).max_new_tokens, args.chat,
+                            max_len=bench.max_len(ctx))
     built = builder.build(bench.prompt_text(item), want_text=True)
     if args.ids:
         print(json.dumps(list(built.ids)))
@@ -173,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ids", action="store_true", help="print the token ids instead of the text")
     p.add_argument("--mode", default="0shot", choices=("0shot", "cot", "nocontext"))
     p.add_argument("--chat", default="auto", choices=("auto", "on", "off"))
+    p.add_argument("--budget", default="context", choices=("context", "official"),
+                   help="LongBench-v2 max_len: the context's arithmetic (default) or official (120,000 at 128k, scaled)")
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--window", type=int, default=None, help="model window for Ada-LEval (default: --ctx)")
     p.set_defaults(func=cmd_prompt)

@@ -51,6 +51,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="keep items by the dataset's own labels, e.g. 'difficulty=hard;length=short,medium'")
     g.addoption("--lc-overlength", choices=("truncate", "skip"), default="truncate",
                 help="a prompt longer than the context: cut in the middle (official) or skip the item")
+    g.addoption("--lc-budget", choices=("context", "official"), default="context",
+                help="LongBench-v2 prompt budget: context - new tokens - chat template (default), or official "
+                     "(pred.py's max_len 120,000 at 128k, scaled: floor(ctx x 120000 / 131072))")
     g.addoption("--lc-resume", default=None, metavar="RUN_ID",
                 help="continue a run folder (default: an unfinished run with the same settings is continued)")
     g.addoption("--lc-allow-remote-code", action="store_true",
@@ -84,7 +87,7 @@ def _settings(config: pytest.Config) -> Settings:
         sampling=opt("--lc-sampling"), resume=opt("--lc-resume"), allow_remote_code=opt("--lc-allow-remote-code"),
         tolerances=parse_tolerances(opt("--lc-efficiency-tolerance")),
         bench=BenchOptions(mode=opt("--lc-mode"), select=parse_select(opt("--lc-select")),
-                           overlength=opt("--lc-overlength"), pg19_windows=opt("--lc-pg19-windows"),
+                           overlength=opt("--lc-overlength"), budget=opt("--lc-budget"), pg19_windows=opt("--lc-pg19-windows"),
                            pg19_score_last=opt("--lc-pg19-score-last")))
 
 
@@ -250,7 +253,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         else:
             delta = b.get("delta_accuracy")
             vs = f"{_fmt(delta, '+.3f')} {b.get('status')}"
-        name = f"{s['benchmark']}[{s['test']}]"
+        name = f"{s['benchmark']}[{s['test']}]" + (f" budget={s['budget']}" if s.get("budget") else "")
         tr.write_line(
             f"{name:<44} {s['n']:>4} {_fmt(s.get('accuracy'), '.3f'):>6} "
             f"{('[' + _fmt(ci[0], '.2f') + ',' + _fmt(ci[1], '.2f') + ']') if ci else '-':>13} "

@@ -20,8 +20,9 @@ def _duration(seconds: float) -> str:
 
 class Progress:
     def __init__(self, name: str, total: int, write: Callable[[str, bool], None], interactive: bool,
-                 every_s: float = 180.0, tokens: Callable[[], int] | None = None) -> None:
+                 every_s: float = 180.0, tokens: Callable[[], int] | None = None, unit: str = "items") -> None:
         self.name, self.total, self.write, self.interactive = name, total, write, interactive
+        self.unit = unit  # what is counted: items, or generation passes where an item takes two
         self.every_s = every_s
         self.tokens = tokens or (lambda: 0)
         self.done = 0
@@ -34,7 +35,7 @@ class Progress:
         rate = self.tokens() / elapsed if elapsed > 0 else 0.0
         left = elapsed / self.done * (self.total - self.done) if self.done else None
         eta = _duration(left) if left is not None else "?"
-        return f"[lcplugin] {self.name}: {self.done}/{self.total} items, {rate:,.0f} tok/s, {eta} left"
+        return f"[lcplugin] {self.name}: {self.done}/{self.total} {self.unit}, {rate:,.0f} tok/s, {eta} left"
 
     def advance(self, n: int) -> None:
         self.done += n
@@ -51,14 +52,14 @@ class Progress:
             self.write("\r" + " " * (len(self.line()) + 4) + "\r", False)
 
 
-def for_pytest(config: Any, name: str, total: int, tokens: Callable[[], int]) -> Progress:
+def for_pytest(config: Any, name: str, total: int, tokens: Callable[[], int], unit: str = "items") -> Progress:
     """A Progress that writes through pytest's terminal writer with output capture suspended."""
     tr = config.pluginmanager.getplugin("terminalreporter")
     capman = config.pluginmanager.getplugin("capturemanager")
     quiet = config.getoption("verbose") < 0
     every = float(config.getoption("--lc-progress-every"))
     if tr is None:
-        return Progress(name, total, lambda text, newline: None, False, every_s=float("inf"))
+        return Progress(name, total, lambda text, newline: None, False, every_s=float("inf"), unit=unit)
     tw = tr._tw
     interactive = not quiet and bool(getattr(tw, "isatty", False)) and every > 0
 
@@ -69,4 +70,5 @@ def for_pytest(config: Any, name: str, total: int, tokens: Callable[[], int]) ->
             else:
                 tw.write(text, flush=True)
 
-    return Progress(name, total, write, interactive, every_s=every if every > 0 else float("inf"), tokens=tokens)
+    return Progress(name, total, write, interactive, every_s=every if every > 0 else float("inf"), tokens=tokens,
+                    unit=unit)

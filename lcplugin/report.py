@@ -97,13 +97,17 @@ def _fmt(v: Any, spec: str) -> str:
 def markdown(tests: list[dict[str, Any]], images: dict[str, list[Path]]) -> str:
     out = ["# lcplugin report", ""]
     for bench in sorted({t["benchmark"] for t in tests}):
+        rows = sorted((t for t in tests if t["benchmark"] == bench), key=lambda t: (t["model"], t["ctx"], t["run_id"]))
+        budget = any("budget" in t for t in rows)  # LongBench-v2: which max_len cut its prompts
         out += [f"## {bench}", "",
-                "| model | run | ctx | n | accuracy [95 % CI] | null rate | prefill tok/s | decode tok/s | TTFT s | peak mem GB | perplexity |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for t in sorted((t for t in tests if t["benchmark"] == bench), key=lambda t: (t["model"], t["ctx"], t["run_id"])):
+                "| model | run | ctx |" + (" budget |" if budget else "") + " n | accuracy [95 % CI] | null rate | "
+                "prefill tok/s | decode tok/s | TTFT s | peak mem GB | perplexity |",
+                "| --- | --- | --- |" + (" --- |" if budget else "") + " --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for t in rows:
             ci = t.get("accuracy_ci95")
             acc = f"{_fmt(t.get('accuracy'), '.3f')} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else _fmt(t.get("accuracy"), ".3f")
-            out.append(f"| {t['model']} | {t['run_id']} | {ctx_label(t['ctx'])} | {t['n']} | {acc} | "
+            shown = f" {t.get('budget') or '–'} |" if budget else ""
+            out.append(f"| {t['model']} | {t['run_id']} | {ctx_label(t['ctx'])} |{shown} {t['n']} | {acc} | "
                        f"{_fmt(t.get('null_rate'), '.3f')} | {_fmt(t.get('prefill_tok_s'), ',.0f')} | "
                        f"{_fmt(t.get('decode_tok_s'), ',.1f')} | {_fmt(t.get('ttft_s'), '.3f')} | "
                        f"{_fmt(t.get('peak_mem_gb'), '.2f')} | {_fmt(t.get('perplexity'), '.3f')} |")

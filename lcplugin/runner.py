@@ -137,7 +137,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     limit = session.settings.limit
     if limit is None and source.kind == "synthetic":
         limit = SYNTHETIC_DEFAULT_LIMIT
-    key = (case.benchmark, source.digest, source.location, limit)
+    key = (case.benchmark, source.digest, source.location, limit, bench.items_key(case.ctx))
     if key not in session.items:
         session.items[key] = bench.load_items(source, case.ctx, limit)
     items = session.items[key]
@@ -167,8 +167,11 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     if pytest_config is not None:
         from .progress import for_pytest
 
-        progress = for_pytest(pytest_config, f"{case.benchmark}[{case.id}]", len(items),
-                              lambda: sum(r.get("prompt_tokens", 0) + r.get("output_tokens", 0) for r in records))
+        passes = getattr(bench, "passes", 1)
+        progress = for_pytest(pytest_config, f"{case.benchmark}[{case.id}]",
+                              bench.progress_total(items, eval_session.done_ids),
+                              lambda: sum(r.get("prompt_tokens", 0) + r.get("output_tokens", 0) for r in records),
+                              unit="items" if passes == 1 else f"passes ({passes} per item)")
         eval_session.progress = progress.advance
     started = time.perf_counter()
     try:

@@ -4,7 +4,9 @@ LongBench's rule: tokenize the whole filled prompt (default special tokens), and
 ``max_len`` keep ``ids[:max_len//2] + ids[-max_len//2:]`` (Python floor division: for odd
 ``max_len`` the tail keeps one token more) and decode with special tokens skipped; the chat template
 is applied afterwards and the result tokenized again. Our ``max_len`` for a test at context C is C
-minus the generation budget minus the chat template's measured overhead.
+minus the generation budget minus the chat template's measured overhead (``--lc-budget context``);
+``--lc-budget official`` caps it at the official ``pred.py``'s 120,000 for 128k models, scaled:
+floor(C x 120000 / 131072) (``official_max_len``).
 
 Cost: the official steps re-tokenize each prompt once per context length. We tokenize each document
 once and, per length, splice token ids: the chat template's prefix and suffix ids around the cut
@@ -35,6 +37,15 @@ class BuiltPrompt:
     original_tokens: int  # the filled prompt before truncation, default special tokens included
     truncated: bool
     text: str | None = None  # what the model reads (after truncation and template), when asked for
+
+
+OFFICIAL_MAX_LEN = 120_000  # LongBench-v2's config/model2maxlen.json, for every 128k-window model
+OFFICIAL_CONTEXT = 131_072
+
+
+def official_max_len(ctx: int) -> int:
+    """The official budget at context ``ctx``: 120,000 at 128k and the same proportion below."""
+    return ctx * OFFICIAL_MAX_LEN // OFFICIAL_CONTEXT
 
 
 def middle_truncate(ids: Sequence[int], max_len: int) -> list[int]:
@@ -68,7 +79,8 @@ def _decode(tokenizer: Any, ids: Sequence[int], skip: bool) -> str:
 class PromptBuilder:
     """Builds prompts for one model at one context length and one generation budget."""
 
-    def __init__(self, tokenizer: Any, ctx: int, max_new_tokens: int, chat_mode: str = "auto") -> None:
+    def __init__(self, tokenizer: Any, ctx: int, max_new_tokens: int, chat_mode: str = "auto",
+                 max_len: int | None = None) -> None:
         self.tokenizer = tokenizer
         self.ctx = ctx
         self.max_new_tokens = max_new_tokens
@@ -89,7 +101,11 @@ class PromptBuilder:
             self.chat_prefix = self.chat_suffix = ""
             self.frame = (list(self.pre_ids), list(self.post_ids))
         self.overhead = len(self._final_ids("")) if self.chat else 0
+        # the longest filled prompt (its ids from encode(), special tokens included) kept before the
+        # chat template goes around it; ``max_len`` (the official budget) caps it, the context bounds it
         self.max_len = ctx - max_new_tokens - self.overhead
+        if max_len is not None:
+            self.max_len = min(self.max_len, max_len)
         if self.max_len < 16:
             raise LcError(f"context {ctx} leaves {self.max_len} prompt tokens after {max_new_tokens} new tokens "
                           f"and a chat template of {self.overhead} tokens; use a longer context")

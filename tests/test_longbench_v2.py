@@ -166,3 +166,27 @@ def test_503_question_file_counts_by_the_datasets_own_labels():
     hard_short = load_file(path, need_context=False, select=(("difficulty", ("hard",)), ("length", ("short",))))
     assert len(hard_short) == sum(1 for line in path.read_text().splitlines()
                                   if '"difficulty": "hard"' in line and '"length": "short"' in line)
+
+
+def test_official_budget_at_128k_keeps_120000_tokens_of_the_filled_prompt(llama_tokenizer, sample18, sample18_ids):
+    """--lc-budget official: max_len = 120,000 at 128k (the official pred.py's value for 128k models).
+    max_len bounds the filled prompt's ids (BOS included) before the chat template: the model then
+    reads at most max_len + the template's overhead tokens."""
+    from lcplugin.truncation import official_max_len
+
+    ctx = 131072
+    official = PromptBuilder(llama_tokenizer, ctx, 128, "auto", max_len=official_max_len(ctx))
+    context = PromptBuilder(llama_tokenizer, ctx, 128, "auto")
+    assert official.max_len == 120000
+    assert context.max_len == ctx - 128 - context.overhead  # the default is unchanged
+    cut = 0
+    for item in sample18:
+        filled, ids = sample18_ids[item.id]
+        built = official.build(filled, ids)
+        assert len(built.ids) <= 120000 + official.overhead, item.id
+        if built.truncated:
+            cut += 1
+            assert len(built.ids) >= 120000 + official.overhead - 2, item.id  # BOS dropped, seams
+            assert list(built.ids) == official.official(filled)[1], item.id  # the literal protocol
+            assert len(context.build(filled, ids).ids) > ctx - 128 - 10, item.id  # the default keeps ~130.9k
+    assert cut > 0

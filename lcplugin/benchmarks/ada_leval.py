@@ -13,7 +13,7 @@ import itertools
 import json
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,9 @@ class _AdaLEval(GenerationBenchmark):
                     "--lc-data ada_leval=DIR")
         return None
 
+    def items_key(self, ctx: int) -> Hashable:
+        return ctx  # setting Nk: its own file, or synthetic items sized by the context
+
     def load_items(self, source: DataSource, ctx: int, limit: int | None) -> list[Item]:
         setting = ctx_label(ctx)
         count = min(official_count(setting), limit) if limit else official_count(setting)
@@ -152,7 +155,9 @@ class BestAnswer(_AdaLEval):
             rng = random.Random(7000 + i)
             k = rng.randint(3, 8)
             words = ["lock", "key", "door", "table", "river", "stone", "light", "paper"]
-            answers = [" ".join(rng.choices(words, k=rng.randint(5, max(6, ctx // (k * 40))))) for _ in range(k)]
+            # the answers hold ctx/12 to ctx/8 words in all: a longer setting has longer answers
+            answers = [" ".join(rng.choices(words, k=rng.randint(max(5, ctx // (k * 12)), max(6, ctx // (k * 8)))))
+                       for _ in range(k)]
             out.append({"question_id": 900000 + i, "question": f"How do I open the {rng.choice(words)}?",
                         "all_answers": answers, "answer": f"A{rng.randint(1, k)}", "tags": ["synthetic"]})
         return out

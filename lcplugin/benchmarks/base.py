@@ -8,7 +8,7 @@ scored, so the store can flush them and an interrupted run loses at most one chu
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,12 +34,13 @@ class BenchOptions:
     mode: str = "0shot"  # LongBench-v2: 0shot | cot | nocontext
     select: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (field, allowed values) filters
     overlength: str = "truncate"  # truncate (official) | skip
+    budget: str = "context"  # LongBench-v2 max_len: context (ctx - new tokens - template) | official (120k at 128k)
     pg19_windows: int = 10
     pg19_score_last: int = 100
 
     def as_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "select": {k: list(v) for k, v in self.select},
-                "overlength": self.overlength, "pg19_windows": self.pg19_windows,
+                "overlength": self.overlength, "budget": self.budget, "pg19_windows": self.pg19_windows,
                 "pg19_score_last": self.pg19_score_last}
 
 
@@ -99,6 +100,15 @@ class Benchmark:
         """Why this benchmark has no data for ``ctx`` (Ada-LEval settings), or None."""
         return None
 
+    def items_key(self, ctx: int) -> Hashable:
+        """What of the test's context its items depend on; the session's item cache is keyed by it.
+
+        None: the same items at every context (LongBench-v2 cuts them per context later, PG-19 cuts
+        its windows from whole books in ``evaluate``). A benchmark that reads other data per context
+        (Ada-LEval's settings) returns the context, or every test would run the first context's items.
+        """
+        return None
+
     def load_items(self, source: DataSource, ctx: int, limit: int | None) -> list[Item]:
         raise NotImplementedError
 
@@ -109,11 +119,20 @@ class Benchmark:
         """Benchmark-specific summary fields (buckets, baselines)."""
         return {}
 
+    def progress_total(self, items: Sequence[Item], done_ids: frozenset[str]) -> int:
+        """The units ``evaluate`` will report through ``session.progress``: here one per item."""
+        return len(items)
+
 
 class GenerationBenchmark(Benchmark):
     """A benchmark that sends one prompt per item and scores the generated text."""
 
     never_truncate = False  # True: a prompt that does not fit is skipped (counted), never cut
+    passes = 1  # generation passes per item (LongBench-v2 chain of thought: 2)
+
+    def progress_total(self, items: Sequence[Item], done_ids: frozenset[str]) -> int:
+        """One unit per pass of each item still to do: a two-pass run is not 100 % done after its first passes."""
+        return self.passes * sum(1 for it in items if it.id not in done_ids)
 
     def prompt_text(self, item: Item) -> str:
         raise NotImplementedError
@@ -123,15 +142,30 @@ class GenerationBenchmark(Benchmark):
         raise NotImplementedError
 
     def cache_key(self, session: EvalSession) -> str:
-        return f"{self.name}-{self.options.mode}-{session.data_key}"
+        """The token cache's key: items that differ per context (Ada-LEval) must not share one."""
+        part = self.items_key(session.ctx)
+        return f"{self.name}-{self.options.mode}-{session.data_key}" + ("" if part is None else f"-{part}")
 
     def budget(self, session: EvalSession) -> int:
         """The context a prompt must fit: the test's (LongBench-v2) or the model's window (Ada-LEval)."""
         return session.ctx
 
+    def max_len(self, ctx: int) -> int | None:
+        """A cap on the cut prompt's length (LongBench-v2's official budget), or None: the context decides."""
+        return None
+
+    def second_pass(self, items: Sequence[Item], records: list[dict[str, Any]], session: EvalSession) -> None:
+        """Complete one chunk's records with a second generation (``passes == 2``); records are updated in place."""
+        raise NotImplementedError
+
     def evaluate(self, items: Sequence[Item], session: EvalSession) -> None:
+        """Chunk by chunk: build the prompts, generate (both passes where there are two), then emit.
+
+        A chunk's records are written as soon as its last pass is done, so a kill loses at most one
+        chunk, and a resumed run (``done_ids``) does only the items left.
+        """
         builder = PromptBuilder(session.tokenizer, self.budget(session), session.sampling.max_new_tokens,
-                                session.chat_mode)
+                                session.chat_mode, max_len=self.max_len(session.ctx))
         todo = [it for it in items if it.id not in session.done_ids]
         for start in range(0, len(todo), session.chunk_size):
             chunk = todo[start:start + session.chunk_size]
@@ -147,8 +181,15 @@ class GenerationBenchmark(Benchmark):
                 built.append(prompt)
                 ready.append(item)
             completions = session.generate([b.ids for b in built], session.sampling) if built else []
-            for item, prompt, comp in zip(ready, built, completions, strict=True):
-                session.emit(self.record(item, prompt, comp, session))
+            records = [self.record(item, prompt, comp, session)
+                       for item, prompt, comp in zip(ready, built, completions, strict=True)]
+            if self.passes == 2:
+                if session.progress:
+                    session.progress(len(chunk))
+                if records:
+                    self.second_pass(ready, records, session)
+            for record in records:
+                session.emit(record)
             if session.progress:
                 session.progress(len(chunk))
 

@@ -17,8 +17,8 @@ from typing import Any
 from ..datafiles import read_records
 from ..engines.base import SamplingSettings
 from ..errors import DataError
-from ..truncation import PromptBuilder
-from .base import DataSource, GenerationBenchmark, Item, require_fields
+from ..truncation import PromptBuilder, official_max_len
+from .base import DataSource, EvalSession, GenerationBenchmark, Item, require_fields
 
 HUB_ID = "THUDM/LongBench-v2"
 FIELDS = ("_id", "question", "choice_A", "choice_B", "choice_C", "choice_D", "answer", "context",
@@ -167,40 +167,33 @@ class LongBenchV2(GenerationBenchmark):
         return {"pred": pred, "correct": pred == item.gold, "null": pred is None, "mode": self.options.mode,
                 "lenient_pred": lenient, "lenient_correct": lenient == item.gold}
 
-    def evaluate(self, items: Sequence[Item], session: Any) -> None:
-        if self.options.mode != "cot":
-            return super().evaluate(items, session)
-        # first pass: the document and "Let's think step by step:" (1024 new tokens); its records are
-        # held back and completed by the second pass, which asks for the answer without the document
+    def max_len(self, ctx: int) -> int | None:
+        """``--lc-budget official``: pred.py's max_len, 120,000 at 128k, scaled to ``ctx``; else the context decides."""
+        return official_max_len(ctx) if self.options.budget == "official" else None
+
+    @property
+    def passes(self) -> int:  # type: ignore[override]
+        return 2 if self.options.mode == "cot" else 1
+
+    def second_pass(self, items: Sequence[Item], records: list[dict[str, Any]], session: EvalSession) -> None:
+        """Chain of thought, second pass: the question without the document, ``$COT$`` <- the first
+        response, 128 new tokens; the record keeps both responses and is scored on the answer."""
         answer_sampling = SamplingSettings(max_new_tokens=128, temperature=session.sampling.temperature,
                                            seed=session.sampling.seed)
-        answer_builder = PromptBuilder(session.tokenizer, session.ctx, 128, session.chat_mode)
-        emit = session.emit
-        held: list[dict[str, Any]] = []
-        session.emit = held.append
-        try:
-            super().evaluate(items, session)
-        finally:
-            session.emit = emit
-        by_id = {it.id: it for it in items}
-        for start in range(0, len(held), session.chunk_size):
-            chunk = held[start:start + session.chunk_size]
-            scored = [r for r in chunk if not r.get("skipped")]
-            prompts = [answer_builder.build(fill(TEMPLATE_0SHOT_COT_ANS, by_id[r["id"]].fields, r["response"])).ids
-                       for r in scored]
-            answers = session.generate(prompts, answer_sampling) if prompts else []
-            for record, comp in zip(scored, answers, strict=True):
-                record.update(self.score(by_id[record["id"]], comp.text), cot_response=record["response"],
-                              response=comp.text, answer_prompt_tokens=comp.prompt_tokens,
-                              answer_ttft_s=comp.ttft_s, answer_decode_s=comp.decode_s)
-            for record in chunk:
-                emit(record)
+        builder = PromptBuilder(session.tokenizer, session.ctx, 128, session.chat_mode, max_len=self.max_len(session.ctx))
+        prompts = [builder.build(fill(TEMPLATE_0SHOT_COT_ANS, item.fields, record["response"])).ids
+                   for item, record in zip(items, records, strict=True)]
+        answers = session.generate(prompts, answer_sampling)
+        for item, record, comp in zip(items, records, answers, strict=True):
+            record.update(self.score(item, comp.text), cot_response=record["response"], response=comp.text,
+                          answer_prompt_tokens=comp.prompt_tokens, answer_ttft_s=comp.ttft_s,
+                          answer_decode_s=comp.decode_s)
 
     def aggregate(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         scored = [r for r in records if not r.get("skipped")]
         buckets = official_buckets(scored)
         lenient = sum(1 for r in scored if r.get("lenient_correct"))
-        return {"buckets": buckets, "mode": self.options.mode,
+        return {"buckets": buckets, "mode": self.options.mode, "budget": self.options.budget,
                 "lenient_accuracy": lenient / len(scored) if scored else None,
                 "skipped_overlength": sum(1 for r in records if r.get("skipped") == "overlength")}
 
