@@ -132,3 +132,13 @@ def test_mamba1_runs_one_forward_and_refuses_an_explicit_chunk():
     with pytest.raises(EngineError) as err:
         layouts.resolve_prefill_chunk(cfg, 2048)
     assert "\n" not in str(err.value) and "no initial state" in str(err.value)
+
+
+def test_an_explicit_chunk_is_rounded_to_the_ssd_block() -> None:
+    from lcplugin.engines.layouts import resolve_prefill_chunk
+
+    config = {"d_model": 64, "n_layer": 2, "vocab_size": 128,
+              "ssm_cfg": {"layer": "Mamba2", "ngroups": 1, "d_state": 16, "headdim": 16}}
+    assert resolve_prefill_chunk(config, 20000)[0] == 19968
+    assert resolve_prefill_chunk(config, 16384) == (16384, "engine_args")
+    assert resolve_prefill_chunk(config, 100)[0] == 256

@@ -62,7 +62,7 @@ case "$phase" in
     python3 -c "import mamba_ssm, causal_conv1d, selective_scan_cuda; print('mamba-ssm', mamba_ssm.__version__)"
     # the checks share the GPUs of the machine: one per GPU at a time
     gpus=$(nvidia-smi -L 2>/dev/null | wc -l); gpus=$((gpus > 0 ? gpus : 1)); i=0
-    for check in scripts/gpu/check_*.py; do
+    for check in ${CHECKS:-scripts/gpu/check_*.py}; do
       CUDA_VISIBLE_DEVICES=$((i % gpus)) timeout 300 python3 "$check" "$OUT/$(basename "$check" .py).json" \
         > "$OUT/$(basename "$check" .py).log" 2>&1 &
       i=$((i + 1)); [ $((i % gpus)) -eq 0 ] && wait
