@@ -150,3 +150,56 @@ def test_acceptance_chunked_suite_run_equals_one_forward(run_benches, tmp_path):
     assert out.returncode == 1
     assert "prefill_chunk=300 refused for model type 'mamba'" in out.stdout
     assert "chunked prefill would be silently wrong" in out.stdout
+
+
+@pytest.mark.parametrize("engine_args", [{"max_batch_size": 2}, {"prefill_chunk": CHUNK}])
+def test_static_cache_gives_the_greedy_tokens_of_the_dynamic_one(engine_args):
+    sampling = SamplingSettings(max_new_tokens=12)
+    prompts = [_prompt(), _prompt(700, seed=6), _prompt(90, seed=8)]
+    outputs, settings = {}, {}
+    for cache in ("dynamic", "static"):
+        engine = _engine("tiny-llama", cache=cache, compile=False, ignore_eos=True, **engine_args)
+        try:
+            outputs[cache] = [c.output_ids for c in engine.generate(prompts, sampling)]
+            settings[cache] = engine.describe()
+        finally:
+            engine.close()
+    assert outputs["static"] == outputs["dynamic"]
+    assert settings["static"]["cache"] == "static" and settings["static"]["compile"] is False
+    if "prefill_chunk" in engine_args:
+        assert settings["static"]["prefill_chunked_sequences"] == 2
+
+
+def test_cache_choice_is_automatic_and_refusals_are_one_line():
+    from transformers import AutoModelForCausalLM
+
+    llama = AutoModelForCausalLM.from_pretrained(str(materialize("tiny-llama")))
+    mamba2 = AutoModelForCausalLM.from_pretrained(str(materialize("tiny-mamba2")))
+    assert prefill.choose_cache(llama, "cpu", None, None)[:2] == ("dynamic", False)
+    assert prefill.choose_cache(llama, "cuda", None, None)[:2] == ("static", True)
+    assert prefill.choose_cache(mamba2, "cuda", None, None)[:2] == ("dynamic", False)
+    assert prefill.choose_cache(llama, "cuda", "static", False)[:2] == ("static", False)
+    for args, match in [((mamba2, "cuda", "static", None), "'mamba2'"), ((llama, "cpu", "static", True), "CUDA"),
+                        ((llama, "cuda", "dynamic", True), "needs cache='static'"), ((llama, "cpu", "paged", None), "")]:
+        with pytest.raises(EngineError, match=match):
+            prefill.choose_cache(*args)
+    assert prefill.static_length(2048 - 128 + 128) == 4096 and prefill.static_length(4097) == 8192
+
+
+@pytest.mark.slow
+def test_acceptance_static_cache_suite_run_equals_dynamic(run_benches, tmp_path):
+    import shutil
+
+    from .conftest import only_run_summary
+
+    common = ("--lc-models", "tiny-llama", "--lc-ctx", "2k", "--lc-sampling", "greedy")
+    responses, settings = {}, {}
+    for cache, extra in (("dynamic", ()), ("static", ("--lc-engine-arg", "compile=false"))):
+        out = run_benches(*common, "--lc-engine-arg", f"cache={cache}", *extra)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        settings[cache] = {t["engine_settings"]["cache"] for t in only_run_summary(run_benches.results)["tests"]}
+        responses[cache] = {k: r["response"] for bench in ("longbench_v2", "ada_leval_tsort")
+                            for k, r in _records(run_benches.results, bench).items()}
+        shutil.move(run_benches.results, tmp_path / f"results-{cache}")
+    assert settings == {"dynamic": {"dynamic"}, "static": {"static"}}
+    assert len(responses["dynamic"]) >= 3 and responses["static"] == responses["dynamic"]

@@ -64,6 +64,7 @@ class HFEngine(EngineTelemetry):
         self.ignore_eos = bool(args.pop("ignore_eos", False))  # efficiency runs: always max_new_tokens
         attn = args.pop("attn_implementation", "sdpa" if self.device.startswith("cuda") else None)
         requested_chunk = args.pop("prefill_chunk", None)
+        requested_cache, requested_compile = args.pop("cache", None), args.pop("compile", None)
         common = {"revision": config.revision, "trust_remote_code": config.trust_remote_code}
         self.tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, **common)
         model_config = AutoConfig.from_pretrained(config.source, **common)
@@ -89,11 +90,16 @@ class HFEngine(EngineTelemetry):
         self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
+        self.cache_kind, self.compile, self.cache_why = prefill.choose_cache(
+            self.model, self.device, requested_cache, requested_compile)
+        self._static: tuple[tuple[int, int], Any] | None = None  # (batch, rows) -> the one static cache kept
+        self.compile_s = 0.0  # compile and warm-up of this test's new cache shapes, outside every timing
         self._batch_counter = 0
         self.chunked_sequences = 0  # of the current test: proof in each summary that chunking happened
         if self.device.startswith("cuda"):  # CUDA context, cuBLAS handles, kernels: before any timing
+            kind, self.cache_kind = self.cache_kind, "dynamic"  # no compile for a shape no test uses
             self._generate_batch([[self.pad_id] * 64], SamplingSettings(max_new_tokens=4))
-            self._batch_counter = 0
+            self.cache_kind, self._batch_counter = kind, 0
 
     # -- generation -------------------------------------------------------------------------
     def _batches(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -109,6 +115,32 @@ class HFEngine(EngineTelemetry):
                     continue
             batches.append([i])
         return batches
+
+    def _static_cache(self, batch: int, tokens: int) -> Any:
+        """The static cache for ``batch`` sequences of up to ``tokens``, emptied; a new shape is compiled
+        and warmed up here, before the caller's clock starts."""
+        import torch
+        from transformers import StaticCache
+
+        key = (batch, prefill.static_length(tokens))
+        if self._static is None or self._static[0] != key:
+            self._static = None
+            self.release()  # the previous shape's cache goes before the next is allocated
+            cache = StaticCache(config=self.model.config, max_cache_len=key[1])
+            self._static = (key, cache)
+            if self.compile:
+                telemetry.synchronize()
+                start = time.perf_counter()
+                ids = torch.full((batch, 8), self.pad_id, dtype=torch.long, device=self.device)
+                with torch.inference_mode():
+                    self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
+                                        max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=self.pad_id)
+                telemetry.synchronize()
+                self.compile_s += time.perf_counter() - start
+        cache = self._static[1]
+        with torch.inference_mode():  # its tensors were made under inference mode
+            cache.reset()
+        return cache
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingSettings) -> list[Completion]:
         out: dict[int, Completion] = {}
@@ -139,12 +171,16 @@ class HFEngine(EngineTelemetry):
         else:
             kwargs.update(do_sample=True, temperature=sampling.temperature)
             torch.manual_seed(sampling.seed)
+        cache = None
+        if self.cache_kind == "static":
+            cache = kwargs["past_key_values"] = self._static_cache(len(prompts), width + sampling.max_new_tokens)
+            kwargs["disable_compile"] = not self.compile
         clock = _FirstTokenClock()
         telemetry.synchronize()
         start = time.perf_counter()
         with torch.inference_mode():
             if chunked:  # all but the last token into the cache; generate feeds only what is not cached
-                _, cache = prefill.forward_chunks(self.model, ids[:, :-1], self.prefill_chunk)
+                _, cache = prefill.forward_chunks(self.model, ids[:, :-1], self.prefill_chunk, cache=cache)
                 self.chunked_sequences += 1
                 name = prefill.cache_argument(self.model)
                 kwargs[name] = cache
@@ -197,11 +233,13 @@ class HFEngine(EngineTelemetry):
 
     def telemetry_begin(self) -> None:
         self.chunked_sequences = 0
+        self.compile_s = 0.0
         super().telemetry_begin()
 
     def describe(self) -> dict[str, Any]:
         return {"prefill_chunk": self.prefill_chunk, "prefill_chunk_why": self.prefill_why,
-                "prefill_chunked_sequences": self.chunked_sequences}
+                "prefill_chunked_sequences": self.chunked_sequences, "cache": self.cache_kind,
+                "compile": self.compile, "cache_why": self.cache_why, "compile_warmup_s": self.compile_s}
 
     def close(self) -> None:
         self.release("model")

@@ -243,3 +243,40 @@ def forward_chunks(model: Any, ids: Any, chunk: int, keep_last: int = 1, cache: 
                 kept.append(out.logits[0, -want:].float())
             del out
     return torch.cat(kept, dim=0), cache
+
+
+# -- the decode cache: static (allocated once, compilable) or dynamic ----------------------------------
+STATIC_BUCKET = 4096  # a static cache holds prompt + new tokens rounded up to this: few shapes, few compiles
+
+
+def static_length(tokens: int) -> int:
+    """Cache rows for ``tokens``: a multiple of STATIC_BUCKET, so a suite's prompts cut at a context
+    share one shape, while a cache far longer than needed (every decode step reads all of it) is avoided."""
+    return -(-tokens // STATIC_BUCKET) * STATIC_BUCKET
+
+
+def choose_cache(model: Any, device: str, cache: Any, compile_: Any) -> tuple[str, bool, str]:
+    """(cache kind, compile, why). Static needs an attention-only model whose forward compiles."""
+    family = model.config.model_type
+    supported = bool(getattr(model, "_can_compile_fullgraph", False)) and family not in MAMBA2_FAMILY | NEVER_CHUNKED
+    cuda = device.startswith("cuda")
+    if cache not in (None, "static", "dynamic"):
+        raise EngineError(f"engine_args cache={cache!r}: accepted values are 'static' and 'dynamic'")
+    if compile_ is not None and not isinstance(compile_, bool):
+        raise EngineError(f"engine_args compile={compile_!r}: accepted values are true and false")
+    if cache == "static" and not supported:
+        raise EngineError(f"cache='static' refused for model type {family!r}: the engine uses a static cache only for "
+                          "attention models whose forward transformers compiles; use cache='dynamic'")
+    kind = cache or ("static" if cuda and supported else "dynamic")
+    if compile_ and kind != "static":
+        raise EngineError("compile=true needs cache='static' (transformers compiles decoding only over a static cache)")
+    if compile_ and not cuda:
+        raise EngineError(f"compile=true refused on {device!r}: transformers compiles generation on CUDA only")
+    compiled = bool(compile_) if compile_ is not None else (kind == "static" and cuda)
+    if cache:
+        why = "requested"
+    elif kind == "static":
+        why = "automatic: CUDA and a model whose forward compiles"
+    else:
+        why = "automatic: " + ("CPU" if not cuda else f"{family} has no static, compilable cache here")
+    return kind, compiled, why
