@@ -87,6 +87,8 @@ class Benchmark:
 
     name: str = ""
     default_sampling = SamplingSettings()
+    # quality settings this benchmark never reads: a baseline recorded under other values is still comparable
+    unaffected_by: frozenset[str] = frozenset()
 
     def __init__(self, options: BenchOptions | None = None) -> None:
         self.options = options or BenchOptions()
@@ -114,6 +116,7 @@ class GenerationBenchmark(Benchmark):
     """A benchmark that sends one prompt per item and scores the generated text."""
 
     never_truncate = False  # True: a prompt that does not fit is skipped (counted), never cut
+    unaffected_by = frozenset({"pg19_windows", "pg19_score_last"})
 
     def prompt_text(self, item: Item) -> str:
         raise NotImplementedError
