@@ -187,8 +187,8 @@ def parse_tolerances(text: str | None) -> dict[str, float]:
 def judge_efficiency(entry: Mapping[str, Any], summary: Mapping[str, Any], path: Path, key: str) -> list[str]:
     """Efficiency gates: a figure may not fall (speed) or grow (memory) beyond its tolerance in the file.
 
-    Timings belong to a machine: tolerances are recorded only on request (``--lc-efficiency-tolerance``)
-    and only gate where the baseline has them."""
+    Timings belong to a machine: tolerances are recorded only on request (``--lc-efficiency-tolerance``),
+    gate only where the baseline has them, and ``judge`` calls this only on the machine that recorded them."""
     failures = []
     base = entry.get("efficiency") or {}
     for figure, pct in (entry.get("tolerance_pct") or {}).items():

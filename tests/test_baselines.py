@@ -109,16 +109,24 @@ def test_other_settings_refuse_the_comparison_naming_each_setting(tmp_path):
 def test_old_entry_without_settings_is_settings_unknown_not_a_comparison(tmp_path):
     from .conftest import REPO
 
-    committed = REPO / "baselines" / "tiny-llama.json"
-    (tmp_path / "tiny-llama.json").write_text(committed.read_text())
-    doc = json.loads(committed.read_text())
-    if "settings" in doc["entries"]["longbench_v2/1k"]:
-        pytest.skip("the committed baselines were re-recorded in the new format")
+    # the committed file as it was before entries stored their settings (and PG-19 its windows)
+    doc = json.loads((REPO / "baselines" / "tiny-llama.json").read_text())
+    for entry in doc["entries"].values():
+        entry.pop("settings", None)
+        entry.pop("windows", None)
+    (tmp_path / "tiny-llama.json").write_text(json.dumps(doc))
     for bench in ("longbench_v2", "pg19"):
         v = baselines.judge(tmp_path, "tiny-llama", bench, 1024, _summary(0, 8, 8), records=_records([(0, 1)] * 8),
                             settings=S)
         assert not v.ok and v.status == "refused"
         assert "settings unknown" in v.failures[0] and "re-record it with --lc-update-baselines" in v.failures[0]
+    # re-recording writes the new format over the old file; the other old entries are kept as they were
+    baselines.record(tmp_path, "tiny-llama", "longbench_v2", 1024, _summary(0, 8, 8), "cpu", "h",
+                     _records([(0, 1)] * 8), settings=S)
+    assert baselines.judge(tmp_path, "tiny-llama", "longbench_v2", 1024, _summary(0, 8, 8),
+                           records=_records([(0, 1)] * 8), settings=S).status == "ok"
+    rerecorded = json.loads((tmp_path / "tiny-llama.json").read_text())["entries"]
+    assert rerecorded["longbench_v2/1k"]["settings"] == S and "settings" not in rerecorded["longbench_v2/2k"]
 
 
 def test_paired_gate_without_common_items_says_so_and_uses_fisher(tmp_path):

@@ -66,3 +66,33 @@ def last_test(run_benches) -> dict:
     """The one test of the newest run folder (each finished run gets its own)."""
     runs = sorted(p for p in run_benches.results.iterdir() if p.is_dir())
     return json.loads((runs[-1] / "summary.json").read_text())["tests"][0]
+
+
+def _quality(spec_changes=None, bench="longbench_v2", greedy=False, **options):
+    from dataclasses import replace
+
+    from lcplugin.benchmarks.base import BenchOptions, get_benchmark
+    from lcplugin.runner import quality_settings
+    from lcplugin.session import Case, LcSession, Settings
+
+    from .conftest import REPO
+
+    session = LcSession(Settings(bench=BenchOptions(**options)), REPO)
+    spec = replace(session.specs["tiny-llama"], **(spec_changes or {}))
+    b = get_benchmark(bench, session.settings.bench)
+    return quality_settings(Case(bench, spec, 1024), session, b, b.sampling(greedy), spec.engine, "synthetic-v1")
+
+
+def test_quality_settings_leave_out_efficiency_and_what_a_benchmark_never_reads():
+    base = _quality()
+    assert base["sampling"] == {"max_new_tokens": 128, "temperature": 0.1} and base["mode"] == "0shot"
+    assert _quality({"engine_args": {"max_batch_size": 8, "max_batch_tokens": 4096}}) == base  # speed only
+    assert _quality({"engine_args": {"ignore_eos": True}})["engine_args"] == {"ignore_eos": True}  # changes answers
+    assert _quality(greedy=True)["sampling"]["temperature"] == 0.0
+    assert _quality(mode="cot")["mode"] == "cot" and _quality(mode="cot")["sampling"]["max_new_tokens"] == 1024
+    assert _quality(pg19_windows=5) == base  # LongBench-v2 never reads PG-19's options
+    pg19 = _quality(bench="pg19")
+    assert _quality(bench="pg19", greedy=True, mode="cot") == pg19 and "chat_template" not in pg19
+    assert _quality(bench="pg19", pg19_windows=5)["pg19_windows"] == 5
+    ada = _quality(bench="ada_leval_tsort")
+    assert _quality(bench="ada_leval_tsort", greedy=True, mode="nocontext", overlength="skip") == ada
