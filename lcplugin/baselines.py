@@ -1,9 +1,11 @@
 """Baselines and the regression gate.
 
 ``baselines/<model>.json`` holds, per ``<benchmark>/<ctx>``, the counts a statistical test needs
-(n, correct, nulls) besides the rates. A test fails only when its accuracy is lower, or its null rate
-higher, than the baseline's by more than chance explains: one-sided Fisher exact test at level
-``alpha`` (default 0.05). A fixed tolerance would be flaky at small n and blind at large n.
+(n, correct, nulls), per-item outcomes (PG-19: per-window bits per byte), the machine, and the
+settings that decide quality. A test fails only when its figure is worse than the baseline's by more
+than chance explains at level ``alpha`` (default 0.05), one-sided. A fixed tolerance would be flaky
+at small n and blind at large n. Runs made under other quality settings are not compared at all:
+the gate refuses, naming each difference, because a test could only measure the settings' effect.
 Baselines are parsed as JSON data, never executed or unpickled.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import fcntl
 import json
+import math
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +23,7 @@ from typing import Any
 
 from .contexts import ctx_label
 from .errors import LcError
-from .stats import fisher_greater, fisher_less, mcnemar_worse
+from .stats import fisher_greater, fisher_less, mcnemar_worse, paired_t_greater, welch_t_greater
 from .store import atomic_write_json
 
 FORMAT = "lcplugin-baseline"
@@ -57,24 +60,78 @@ def load(path: Path) -> dict[str, Any] | None:
     return doc
 
 
+class BaselineMachineWarning(UserWarning):
+    """The baseline was recorded on another machine: its efficiency figures were not compared."""
+
+
 @dataclass
 class Verdict:
     baseline: str  # path, for messages
     entry: Mapping[str, Any] | None
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # shown as pytest warnings; never fail a test
+    refused: bool = False  # the baseline was recorded under other settings: nothing was compared
+    current_accuracy: float | None = None
 
     @property
     def ok(self) -> bool:
         return not self.failures
 
-    current_accuracy: float | None = None
+    @property
+    def status(self) -> str:
+        if self.entry is None:
+            return "none"
+        return "refused" if self.refused else ("ok" if self.ok else "regressed")
 
     @property
     def delta_accuracy(self) -> float | None:
-        if not self.entry or self.entry.get("accuracy") is None or self.current_accuracy is None:
+        if self.refused or not self.entry or self.entry.get("accuracy") is None or self.current_accuracy is None:
             return None
         return self.current_accuracy - self.entry["accuracy"]
+
+
+_ABSENT = object()
+# settings that come from the model spec rather than an option (for the hint in a refusal)
+SPEC_FIELDS = frozenset({"source", "revision", "tokenizer", "dtype", "chat_template", "rope", "engine_args"})
+
+
+def _plain(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings as they read back from JSON (tuples become lists), so stored and current compare equal."""
+    return json.loads(json.dumps(dict(settings), sort_keys=True, default=str))
+
+
+def _show(value: Any) -> str:
+    if value is _ABSENT:
+        return "absent"
+    return repr(value) if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _hint(name: str) -> str:
+    """Where a setting comes from: a model spec field, else the option named after it."""
+    if name in SPEC_FIELDS:
+        return f"the spec's {name}"
+    if name == "engine":
+        return "--lc-engine or the spec's engine"
+    return "--lc-" + name.replace("_", "-")
+
+
+def compare_settings(stored: Any, now: Mapping[str, Any], path: Path, key: str) -> str | None:
+    """Why this run cannot be judged against the entry (one line per differing setting), or None.
+
+    Field by field over both sides' keys, so a setting added later (a new protocol option) is
+    covered without a change here: present on one side only, it differs."""
+    if not isinstance(stored, dict):
+        return (f"baseline {path} ({key}): settings unknown (the entry was recorded before baselines stored their "
+                "settings), so this run cannot be compared with it; re-record it with --lc-update-baselines")
+    now = _plain(now)
+    lines = [f"  {name}: {_show(stored.get(name, _ABSENT))} in the baseline, {_show(now.get(name, _ABSENT))} now "
+             f"({_hint(name)})" for name in sorted(set(stored) | set(now))
+             if stored.get(name, _ABSENT) != now.get(name, _ABSENT)]
+    if not lines:
+        return None
+    return "\n".join([f"baseline {path} ({key}) was recorded under other settings; the runs are not comparable:",
+                      *lines, "re-record the baseline with --lc-update-baselines, or run with the baseline's settings"])
 
 
 def _counts(entry: Mapping[str, Any], key: str, path: Path, which: str) -> tuple[int, int]:
@@ -130,8 +187,8 @@ def parse_tolerances(text: str | None) -> dict[str, float]:
 def judge_efficiency(entry: Mapping[str, Any], summary: Mapping[str, Any], path: Path, key: str) -> list[str]:
     """Efficiency gates: a figure may not fall (speed) or grow (memory) beyond its tolerance in the file.
 
-    Timings belong to a machine: tolerances are recorded only on request (``--lc-efficiency-tolerance``)
-    and only gate where the baseline has them."""
+    Timings belong to a machine: tolerances are recorded only on request (``--lc-efficiency-tolerance``),
+    gate only where the baseline has them, and ``judge`` calls this only on the machine that recorded them."""
     failures = []
     base = entry.get("efficiency") or {}
     for figure, pct in (entry.get("tolerance_pct") or {}).items():
@@ -148,12 +205,15 @@ def judge_efficiency(entry: Mapping[str, Any], summary: Mapping[str, Any], path:
 
 
 def judge(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[str, Any],
-          alpha: float = DEFAULT_ALPHA, records: list[Mapping[str, Any]] | None = None) -> Verdict:
+          alpha: float = DEFAULT_ALPHA, records: list[Mapping[str, Any]] | None = None, *,
+          settings: Mapping[str, Any]) -> Verdict:
     """Compare one test's summary with its baseline entry.
 
-    With per-item outcomes in the baseline, accuracy and null rate are judged item by item on the
-    items both runs scored (exact McNemar test on the discordant pairs); otherwise on the aggregates
-    (one-sided Fisher exact test)."""
+    Nothing is compared when the entry was recorded under other quality settings (or under unknown
+    ones): the verdict is a refusal naming each difference. Accuracy and null rate are judged item by
+    item on the items both runs scored (exact McNemar), else on the aggregates (one-sided Fisher);
+    PG-19's bits per byte window by window (one-sided paired t-test), else unpaired (Welch).
+    Efficiency tolerances gate only on the machine that recorded them."""
     path = baseline_path(folder, model)
     doc = load(path)
     key = entry_key(benchmark, ctx)
@@ -161,24 +221,48 @@ def judge(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[s
         return Verdict(baseline=str(path), entry=None, notes=[f"no baseline for {key} in {path}"])
     entry = doc["entries"][key]
     v = Verdict(baseline=str(path), entry=entry, current_accuracy=summary.get("accuracy"))
-    v.failures.extend(judge_efficiency(entry, summary, path, key))
-    n_new = summary["n"]
-    if n_new == 0 or summary.get("correct") is None or entry.get("correct") is None:
-        v.notes.append("no accuracy to gate (no items, or a perplexity benchmark)")
+    refusal = compare_settings(entry.get("settings"), settings, path, key)
+    if refusal:
+        v.refused = True
+        v.failures.append(refusal)
         return v
+    then, now = entry.get("machine"), str(summary.get("device"))
+    if then == now:
+        v.failures.extend(judge_efficiency(entry, summary, path, key))
+    else:
+        v.notes.append(f"efficiency not compared (other machine: baseline on {then!r}, this run on {now!r})")
+        v.warnings.append(f"baseline {path} ({key}) was recorded on {then!r}, this run is on {now!r}: efficiency "
+                          "not compared (other machine); quality is compared")
+    scored = [r for r in records or [] if not r.get("skipped")]
+    if summary.get("bits_per_byte") is not None or entry.get("windows"):
+        _judge_bits_per_byte(v, entry, summary, scored, path, key, alpha)
+    elif summary["n"] == 0 or summary.get("correct") is None or entry.get("correct") is None:
+        v.notes.append("no accuracy to gate (no items)")
+    else:
+        _judge_accuracy(v, entry, summary, scored, path, key, alpha)
+    return v
+
+
+def _judge_accuracy(v: Verdict, entry: Mapping[str, Any], summary: Mapping[str, Any],
+                    scored: list[Mapping[str, Any]], path: Path, key: str, alpha: float) -> None:
     items = entry.get("items")
-    if isinstance(items, dict) and items and records:
-        for flag, what, field in ((0, "accuracy", "correct"), (1, "null rate", "null")):
-            b, c, n = paired_counts(items, [r for r in records if not r.get("skipped")], flag, field)
-            p = mcnemar_worse(b, c)
-            if p < alpha:
-                verb = "fell" if flag == 0 else "rose"
-                v.failures.append(
-                    f"{what} {verb} against baseline {path} ({key}) on {n} paired items: {b} went worse, {c} went "
-                    f"better: exact McNemar p = {p:.2g} < alpha = {alpha}")
-        v.notes.append("paired (McNemar) on per-item outcomes")
-        return v
+    if isinstance(items, dict) and items and scored:
+        if any(str(r["id"]) in items for r in scored):
+            for flag, what, name in ((0, "accuracy", "correct"), (1, "null rate", "null")):
+                b, c, n = paired_counts(items, scored, flag, name)
+                p = mcnemar_worse(b, c)
+                if p < alpha:
+                    verb = "fell" if flag == 0 else "rose"
+                    v.failures.append(
+                        f"{what} {verb} against baseline {path} ({key}) on {n} paired items: {b} went worse, {c} went "
+                        f"better: exact McNemar p = {p:.2g} < alpha = {alpha}")
+            v.notes.append("paired (McNemar) on per-item outcomes")
+            return
+        # pairing on nothing would pass with p = 1 whatever happened: compare the aggregates instead
+        v.notes.append(f"no items in common with the baseline ({len(items)} there, {len(scored)} here): "
+                       "no paired test; unpaired (Fisher) on aggregates")
     k_base, n_base = _counts(entry, key, path, "correct")
+    n_new = summary["n"]
     p = fisher_less(k_base, n_base, summary["correct"], n_new)
     if p < alpha:
         v.failures.append(
@@ -191,7 +275,48 @@ def judge(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[s
             f"null rate rose from {m_base}/{n_base} = {m_base / n_base:.3f} (baseline {path}, {key}) to "
             f"{summary['nulls']}/{n_new} = {summary['null_rate']:.3f}: one-sided Fisher exact p = {p:.2g} < alpha = {alpha}")
     v.notes.append("unpaired (Fisher) on aggregates")
-    return v
+
+
+def window_bits_per_byte(record: Mapping[str, Any]) -> float | None:
+    """A PG-19 record's bits per byte (its window's scored text), None for other records."""
+    if record.get("nll") is None or not record.get("bytes"):
+        return None
+    return float(record["nll"]) / (float(record["bytes"]) * math.log(2))
+
+
+def _judge_bits_per_byte(v: Verdict, entry: Mapping[str, Any], summary: Mapping[str, Any],
+                         scored: list[Mapping[str, Any]], path: Path, key: str, alpha: float) -> None:
+    base = entry.get("windows") if isinstance(entry.get("windows"), dict) else {}
+    now = {str(r["id"]): b for r in scored if (b := window_bits_per_byte(r)) is not None}
+    if not base or not now:
+        v.notes.append("no per-window bits per byte to gate (none in the baseline or in this run)")
+        return
+    figures = (f"bits per byte rose from {_num(entry.get('bits_per_byte'))} (baseline {path}, {key}) to "
+               f"{_num(summary.get('bits_per_byte'))}")
+    common = [i for i in now if i in base]
+    if len(common) >= 2:
+        diffs = [now[i] - float(base[i]) for i in common]
+        p = paired_t_greater(diffs)
+        v.notes.append(f"paired t-test on {len(common)} windows")
+        if p < alpha:
+            worse, better = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+            v.failures.append(f"{figures} on {len(common)} paired windows ({worse} worse, {better} better; mean "
+                              f"{sum(diffs) / len(diffs):+.4f} per window): one-sided paired t-test p = {p:.2g} "
+                              f"< alpha = {alpha}")
+        return
+    v.notes.append(f"no windows in common with the baseline ({len(common)} common, {len(base)} there, {len(now)} "
+                   "here): no paired test; unpaired (Welch t-test) on per-window bits per byte")
+    if len(base) < 2 or len(now) < 2:
+        v.notes.append("too few windows for an unpaired test: bits per byte not gated")
+        return
+    p = welch_t_greater([float(x) for x in base.values()], list(now.values()))
+    if p < alpha:
+        v.failures.append(f"{figures} on {len(base)} and {len(now)} unpaired windows: one-sided Welch t-test "
+                          f"p = {p:.2g} < alpha = {alpha}")
+
+
+def _num(x: Any) -> str:
+    return "-" if x is None else f"{x:.4f}"
 
 
 @contextmanager
@@ -207,10 +332,13 @@ def _locked(path: Path):
 
 def record(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[str, Any],
            machine: str, settings_hash: str, records: list[Mapping[str, Any]] | None = None,
-           tolerances: Mapping[str, float] | None = None) -> Path:
-    """Write this test's figures, and its per-item outcomes for paired gates, into the model's
-    baseline (other entries kept)."""
+           tolerances: Mapping[str, float] | None = None, *, settings: Mapping[str, Any]) -> Path:
+    """Write this test's figures, the settings that decide its quality, and its per-item outcomes
+    (or PG-19's per-window bits per byte) for paired gates into the model's baseline (other entries kept)."""
     path = baseline_path(folder, model)
+    scored = [r for r in records or [] if not r.get("skipped")]
+    items = {str(r["id"]): [int(bool(r.get("correct"))), int(bool(r.get("null")))] for r in scored if "correct" in r}
+    windows = {str(r["id"]): b for r in scored if (b := window_bits_per_byte(r)) is not None}
     with _locked(path):
         try:
             doc = load(path)
@@ -220,10 +348,11 @@ def record(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[
         doc["entries"][entry_key(benchmark, ctx)] = {
             "n": summary["n"], "correct": summary["correct"], "nulls": summary["nulls"],
             "accuracy": summary["accuracy"], "null_rate": summary["null_rate"],
-            "machine": machine, "settings_hash": settings_hash,
+            **({"bits_per_byte": summary["bits_per_byte"], "perplexity": summary.get("perplexity")}
+               if summary.get("bits_per_byte") is not None else {}),
+            "machine": machine, "settings_hash": settings_hash, "settings": _plain(settings),
             "efficiency": {k: summary.get(k) for k in EFFICIENCY}, "tolerance_pct": dict(tolerances or {}),
-            **({"items": {str(r["id"]): [int(bool(r.get("correct"))), int(bool(r.get("null")))]
-                          for r in records if not r.get("skipped") and "correct" in r}} if records else {}),
+            **({"items": items} if items else {}), **({"windows": windows} if windows else {}),
             "recorded": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         doc["entries"] = dict(sorted(doc["entries"].items()))

@@ -7,6 +7,8 @@ flow in between is config -> items -> prompts -> engine -> records -> summary ->
 from __future__ import annotations
 
 import time
+import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -200,26 +202,56 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
         "rope": dict(config.rope) if config.rope else None, "protocol": session.settings.bench.as_dict(),
         **bench.aggregate(records),
     })
-    return _finish(case, session, summary, benchmark_fixture, record_property, records)
+    quality = quality_settings(case, session, bench, sampling, config.engine, source.digest)
+    return _finish(case, session, summary, benchmark_fixture, record_property, records, quality)
+
+
+# Engine arguments that change speed or memory, never what is scored: they do not block quality gates.
+EFFICIENCY_ONLY_ARGS = frozenset({"max_batch_size", "max_batch_tokens", "gpu_memory_utilization", "tensor_parallel_size",
+                                  "device", "max_length", "prefill_chunk", "max_num_seqs", "max_num_batched_tokens",
+                                  "enable_chunked_prefill", "enforce_eager"})
+
+
+def quality_settings(case: Case, session: LcSession, bench: Any, sampling: Any, engine: str,
+                     data_digest: str) -> dict[str, Any]:
+    """What a test's quality depends on: stored in its baseline entry and compared before any gate.
+
+    Every protocol option (``BenchOptions.as_dict()``) is in, so a new one is covered without a change
+    here; a benchmark drops only those it never reads (``unaffected_by``). Out: the sampling seed
+    (chance, which the tests account for), the item count (the paired tests use the items both runs
+    scored), the lcplugin version, and efficiency-only engine arguments."""
+    spec = case.spec
+    out = {
+        "sampling": {k: v for k, v in asdict(sampling).items() if k != "seed"},
+        **session.settings.bench.as_dict(),
+        "data": data_digest, "engine": engine, "source": spec.source, "revision": spec.revision,
+        "tokenizer": spec.tokenizer or spec.source, "dtype": spec.dtype, "chat_template": spec.chat_template,
+        "rope": spec.rope_for(case.ctx),
+        "engine_args": {k: v for k, v in sorted(spec.engine_args.items()) if k not in EFFICIENCY_ONLY_ARGS},
+    }
+    return {k: v for k, v in out.items() if k not in bench.unaffected_by}
 
 
 def _finish(case: Case, session: LcSession, summary: dict[str, Any], benchmark_fixture: Any,
-            record_property: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
+            record_property: Any, records: list[dict[str, Any]], quality: dict[str, Any]) -> dict[str, Any]:
     folder = session.baselines_dir()
     settings = session.settings
     if settings.update_baselines:
         path = baselines.record(folder, case.spec.name, case.benchmark, case.ctx, summary,
                                 machine=str(summary.get("device")), settings_hash=settings.fingerprint(),
-                                records=records, tolerances=settings.tolerances)
+                                records=records, tolerances=settings.tolerances, settings=quality)
         summary["baseline"] = {"path": str(path), "status": "recorded"}
         verdict = None
     else:
-        verdict = baselines.judge(folder, case.spec.name, case.benchmark, case.ctx, summary, settings.alpha, records)
+        verdict = baselines.judge(folder, case.spec.name, case.benchmark, case.ctx, summary, settings.alpha, records,
+                                  settings=quality)
         summary["baseline"] = {
-            "path": verdict.baseline, "status": "none" if verdict.entry is None else ("ok" if verdict.ok else "regressed"),
+            "path": verdict.baseline, "status": verdict.status,
             "accuracy": verdict.entry.get("accuracy") if verdict.entry else None,
             "delta_accuracy": verdict.delta_accuracy, "failures": verdict.failures, "test": verdict.notes,
         }
+        for message in verdict.warnings:  # like pytest-benchmark's when a comparison crosses machines
+            warnings.warn(baselines.BaselineMachineWarning(message), stacklevel=2)
     session.store.put_test(summary)
     session.summaries.append(summary)
     for name in PROPERTY_FIELDS:

@@ -3,7 +3,15 @@ from itertools import product
 
 import pytest
 
-from lcplugin.stats import fisher_greater, fisher_less, mcnemar_worse, wilson
+from lcplugin.stats import (
+    fisher_greater,
+    fisher_less,
+    mcnemar_worse,
+    paired_t_greater,
+    t_sf,
+    welch_t_greater,
+    wilson,
+)
 
 
 def test_wilson_known_values():
@@ -37,3 +45,30 @@ def test_mcnemar():
     assert mcnemar_worse(0, 0) == 1.0
     assert mcnemar_worse(10, 0) == pytest.approx(2 ** -10)
     assert mcnemar_worse(5, 5) == pytest.approx(sum(math.comb(10, x) for x in range(5, 11)) / 1024)
+
+
+@pytest.mark.parametrize("t", [-3.0, -0.4, 0.0, 0.7, 1.3, 4.0, 25.0])
+def test_t_tail_matches_closed_forms(t):
+    assert t_sf(t, 1) == pytest.approx(0.5 - math.atan(t) / math.pi, rel=1e-10, abs=1e-15)  # Cauchy
+    assert t_sf(t, 2) == pytest.approx(0.5 - t / (2 * math.sqrt(2 + t * t)), rel=1e-10, abs=1e-15)
+
+
+def test_t_tail_table_values():
+    assert t_sf(2.262157, 9) == pytest.approx(0.025, abs=1e-6)  # the 97.5 % point at 9 df
+    assert t_sf(1.697261, 30) == pytest.approx(0.05, abs=1e-6)
+    assert t_sf(1.959964, 10**7) == pytest.approx(0.025, abs=1e-6)  # the normal limit
+
+
+def test_paired_and_welch_t():
+    diffs = [0.3, -0.1, 0.4, 0.2, 0.0, 0.5]
+    mean = sum(diffs) / 6
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 5)
+    assert paired_t_greater(diffs) == pytest.approx(t_sf(mean / (sd / math.sqrt(6)), 5))
+    assert paired_t_greater([0.0] * 5) == 1.0 and paired_t_greater([0.1] * 5) == 0.0
+    assert paired_t_greater([-d for d in diffs]) == pytest.approx(1 - paired_t_greater(diffs))
+    # equal sizes and variances: Welch's statistic and degrees of freedom are the pooled test's
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 3.0, 4.0, 5.0]
+    assert welch_t_greater(a, b) == pytest.approx(t_sf(1 / math.sqrt(2 * (5 / 3) / 4), 6))
+    assert welch_t_greater(b, a) == pytest.approx(1 - welch_t_greater(a, b))
+    with pytest.raises(ValueError):
+        paired_t_greater([0.1])

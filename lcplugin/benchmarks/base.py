@@ -88,6 +88,8 @@ class Benchmark:
 
     name: str = ""
     default_sampling = SamplingSettings()
+    # quality settings this benchmark never reads: a baseline recorded under other values is still comparable
+    unaffected_by: frozenset[str] = frozenset()
 
     def __init__(self, options: BenchOptions | None = None) -> None:
         self.options = options or BenchOptions()
@@ -128,6 +130,7 @@ class GenerationBenchmark(Benchmark):
     """A benchmark that sends one prompt per item and scores the generated text."""
 
     never_truncate = False  # True: a prompt that does not fit is skipped (counted), never cut
+    unaffected_by = frozenset({"pg19_windows", "pg19_score_last"})
     passes = 1  # generation passes per item (LongBench-v2 chain of thought: 2)
 
     def progress_total(self, items: Sequence[Item], done_ids: frozenset[str]) -> int:
