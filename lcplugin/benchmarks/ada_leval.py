@@ -75,6 +75,10 @@ class _AdaLEval(GenerationBenchmark):
     never_truncate = True
     default_sampling = SamplingSettings(max_new_tokens=128, temperature=0.0)
 
+    @property
+    def data_glob(self) -> str:  # type: ignore[override]
+        return f"{self.file_prefix}_*.json"
+
     def sampling(self, greedy: bool) -> SamplingSettings:
         return self.default_sampling  # the paper decodes greedily; there is nothing else to choose
 

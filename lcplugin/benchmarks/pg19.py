@@ -45,6 +45,7 @@ def synthetic_books(n: int = 3, words: int = 3000, seed: int = 19) -> list[dict[
 
 class PG19(Benchmark):
     name = "pg19"
+    data_glob = "*.txt"
 
     def load_items(self, source: DataSource, ctx: int, limit: int | None) -> list[Item]:
         if source.kind == "synthetic":
