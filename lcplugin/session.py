@@ -92,15 +92,16 @@ def unfinished_runs(root: Path, fingerprint: str) -> list[str]:
     running: the caller tells those apart by their lock), newest first."""
     if not root.is_dir():
         return []
-    out = []
-    for folder in sorted((p for p in root.iterdir() if p.is_dir()), reverse=True):
-        try:
-            run = json.loads((folder / "summary.json").read_text(encoding="utf-8"))["run"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if run.get("settings_hash") == fingerprint and not run.get("finished"):
-            out.append(folder.name)
-    return out
+    return [p.name for p in sorted((p for p in root.iterdir() if p.is_dir()), reverse=True)
+            if _unfinished(p, fingerprint)]
+
+
+def _unfinished(folder: Path, fingerprint: str) -> bool:
+    try:
+        run = json.loads((folder / "summary.json").read_text(encoding="utf-8"))["run"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return run.get("settings_hash") == fingerprint and not run.get("finished")
 
 
 def hub_digest(benchmark: str) -> str:
@@ -227,8 +228,11 @@ class LcSession:
             return self.settings.resume
         for run_id in unfinished_runs(root, fingerprint):
             self._lock = RunLock.acquire(root / run_id)
+            if self._lock is not None and _unfinished(root / run_id, fingerprint):
+                return run_id  # (its holder may have finished it between the look and the lock)
             if self._lock is not None:
-                return run_id
+                self._lock.release()
+                self._lock = None
         base = time.strftime("%Y%m%d-%H%M%S") + "-" + fingerprint[:6]
         run_id, n = base, 1
         while True:  # two sessions started in the same second get two folders
