@@ -81,3 +81,18 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:16]
+
+
+def folder_digest(folder: Path, pattern: str) -> str:
+    """sha256 over the sorted relative names and content digests of the files matching ``pattern``.
+
+    Content, not size or modification time: a folder copied elsewhere keeps its key, a file
+    rewritten with other text does not. Names count because they name the items (PG-19 books,
+    Ada-LEval settings). Hidden files (editor and lock files) are left out.
+    """
+    h = hashlib.sha256()
+    for path in sorted(folder.glob(pattern)):
+        rel = path.relative_to(folder)
+        if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+            h.update(f"{rel.as_posix()}\0{file_digest(path)}\n".encode())
+    return h.hexdigest()[:16]

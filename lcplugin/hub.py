@@ -70,3 +70,29 @@ def weights_unreachable(source: str, revision: str | None = None) -> str | None:
     if reachable or cached_on_disk(source, revision):
         return None
     return f"weights of {source} are not in the local Hugging Face cache and the hub is unreachable ({why})"
+
+
+def dataset_commit(repo_id: str, revision: str = "main") -> str | None:
+    """The commit a hub dataset's ``revision`` points at, or None when it cannot be told.
+
+    Asked of the hub when it is reachable, else read from the local hub cache's ``refs/<revision>``
+    (written when the revision was last resolved on this machine). Results of a moved ``main`` must
+    not be reused; a revision that cannot be resolved keys results by its name alone.
+    """
+    reachable, _ = hub_status()
+    if reachable:
+        try:
+            from huggingface_hub import HfApi
+
+            return HfApi().dataset_info(repo_id, revision=revision, timeout=10).sha
+        except Exception:  # any failure (network, auth, missing repo) means: unknown
+            return None
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return None
+    ref = Path(constants.HF_HUB_CACHE) / f"datasets--{repo_id.replace('/', '--')}" / "refs" / revision
+    try:
+        return ref.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None

@@ -16,6 +16,7 @@ import pytest
 from .baselines import parse_tolerances
 from .benchmarks.base import BenchOptions
 from .contexts import parse_ctx_list
+from .engines.base import registered_engines
 from .errors import LcError
 from .session import Case, LcSession, Settings, parse_data_options, parse_engine_args, parse_select
 
@@ -67,6 +68,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--lc-pg19-windows", type=int, default=10, metavar="N", help="PG-19 windows per book (default 10)")
     g.addoption("--lc-pg19-score-last", type=int, default=100, metavar="K",
                 help="PG-19: score the last K tokens of each window (default 100)")
+    g.addoption("--lc-strict", action="store_true",
+                help="fail the session when no lcplugin test ran (all skipped, or none selected): for CI")
 
 
 def _settings(config: pytest.Config) -> Settings:
@@ -78,11 +81,18 @@ def _settings(config: pytest.Config) -> Settings:
     alpha = opt("--lc-alpha")
     if not 0 < alpha < 1:
         raise LcError(f"--lc-alpha {alpha}: give a level between 0 and 1, e.g. 0.05")
+    engine = opt("--lc-engine")
+    if engine is not None and engine not in registered_engines():  # else every test skips, exit 0
+        raise LcError(f"--lc-engine {engine!r}: unknown engine; accepted: {', '.join(registered_engines())}")
+    tolerance = opt("--lc-efficiency-tolerance")
+    if tolerance and not opt("--lc-update-baselines"):
+        raise LcError(f"--lc-efficiency-tolerance {tolerance!r} only acts with --lc-update-baselines (the "
+                      "tolerances are recorded into the baselines, which gate later runs); add it, or drop the option")
     return Settings(
         models=opt("--lc-models"), ctx=tuple(parse_ctx_list(ctx)) if ctx else None, limit=limit,
         data=parse_data_options(opt("--lc-data")), results=Path(opt("--lc-results")),
         baselines=Path(opt("--lc-baselines")), update_baselines=opt("--lc-update-baselines"),
-        engine=opt("--lc-engine"), engine_args=parse_engine_args(opt("--lc-engine-arg")),
+        engine=engine, engine_args=parse_engine_args(opt("--lc-engine-arg")),
         specs_dirs=tuple(Path(d) for d in opt("--lc-specs")), alpha=alpha,
         sampling=opt("--lc-sampling"), resume=opt("--lc-resume"), allow_remote_code=opt("--lc-allow-remote-code"),
         tolerances=parse_tolerances(opt("--lc-efficiency-tolerance")),
@@ -100,6 +110,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {text}")
     try:
         lc = config.stash[_SESSION] = LcSession(_settings(config), Path(str(config.rootpath)))
+        if getattr(config, "workerinput", None) is None:  # xdist workers write under their controller's lock
+            lc.claim_resume()
+            if config.getoption("--lc-strict"):
+                from .strict import StrictGate
+
+                config.pluginmanager.register(StrictGate(), "lcplugin-strict")
     except LcError as exc:
         raise pytest.UsageError(str(exc)) from None
     workerinput = getattr(config, "workerinput", None)
@@ -228,6 +244,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         lc.summaries.extend(lc.store.tests.values())
     if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         lc.store.finish()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    lc = config.stash.get(_SESSION, None)
+    if lc is not None:
+        lc.close()  # the run folder's lock: another session may continue this run now
 
 
 def _fmt(value: Any, spec: str) -> str:

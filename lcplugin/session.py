@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .benchmarks.base import DATA_KEYS, BenchOptions, DataSource
+from .benchmarks.base import BENCHMARKS, DATA_KEY_NAMES, DATA_KEYS, BenchOptions, DataSource
 from .contexts import ctx_label
 from .engines.base import check_engine_args
 from .errors import LcError
 from .specs import ModelSpec, load_specs, select_specs
-from .store import RunStore
+from .store import RunLock, RunStore
 
 
 @dataclass(frozen=True)
@@ -101,22 +101,42 @@ def parse_data_options(values: list[str]) -> dict[str, str]:
         bench, sep, path = value.partition("=")
         if not sep or not bench or not path:
             raise LcError(f"--lc-data {value!r}: write BENCH=PATH, e.g. --lc-data longbench_v2=data/lb2.jsonl")
+        if bench.strip() not in DATA_KEY_NAMES:  # a typo would silently fall back to other data
+            raise LcError(f"--lc-data {value!r}: unknown data key {bench.strip()!r}; accepted: {', '.join(DATA_KEY_NAMES)}")
         out[bench.strip()] = path.strip()
     return out
 
 
-def find_unfinished(root: Path, fingerprint: str) -> str | None:
-    """The newest run under ``root`` with these settings that did not finish (killed or interrupted)."""
+def unfinished_runs(root: Path, fingerprint: str) -> list[str]:
+    """Runs under ``root`` with these settings that did not finish (killed, interrupted, or still
+    running: the caller tells those apart by their lock), newest first."""
     if not root.is_dir():
-        return None
-    for folder in sorted((p for p in root.iterdir() if p.is_dir()), reverse=True):
-        try:
-            run = json.loads((folder / "summary.json").read_text(encoding="utf-8"))["run"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if run.get("settings_hash") == fingerprint and not run.get("finished"):
-            return folder.name
-    return None
+        return []
+    return [p.name for p in sorted((p for p in root.iterdir() if p.is_dir()), reverse=True)
+            if _unfinished(p, fingerprint)]
+
+
+def _unfinished(folder: Path, fingerprint: str) -> bool:
+    try:
+        run = json.loads((folder / "summary.json").read_text(encoding="utf-8"))["run"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return run.get("settings_hash") == fingerprint and not run.get("finished")
+
+
+def hub_digest(benchmark: str) -> str:
+    """Hub data's key: the dataset, the revision the benchmark loads (``main``) and the commit that
+    revision points at where it can be resolved (hub reachable, or a local hub cache that knows it)."""
+    import importlib
+
+    from .hub import dataset_commit
+
+    key = DATA_KEYS.get(benchmark, benchmark)
+    hub_id = getattr(importlib.import_module(BENCHMARKS[benchmark].partition(":")[0]), "HUB_ID", None)
+    if hub_id is None:
+        return f"hub:{key}"
+    commit = dataset_commit(hub_id, "main")
+    return f"hub:{hub_id}@main" + (f":{commit}" if commit else "")
 
 
 def _git_revision(root: Path) -> str | None:
@@ -155,6 +175,8 @@ class LcSession:
         self.items: dict[tuple, list] = {}
         self.token_caches: dict[int, Any] = {}
         self._store: RunStore | None = None
+        self._lock: RunLock | None = None  # held from the run folder's choice to the session's end
+        self._digests: dict[tuple[str, str], str] = {}  # data digests, computed once per session
         self.worker_run: tuple[str, str] | None = None  # (run id, worker id) under pytest-xdist
 
     def engine_of(self, spec: ModelSpec) -> str:
@@ -181,33 +203,96 @@ class LcSession:
         return [s.name for s in self.selected].index(name)
 
     def data_source(self, benchmark: str, spec: ModelSpec) -> DataSource:
-        from .datafiles import file_digest
-
+        """Where a benchmark's items come from, with the digest that keys records and caches: a file's
+        or a folder's content (the files the benchmark reads), or the hub dataset's resolved revision."""
         key = DATA_KEYS.get(benchmark, benchmark)
         if key in self.settings.data:
             path = Path(self.settings.data[key]).expanduser()
             if not path.is_absolute():
                 path = self.rootdir / path
-            digest = file_digest(path) if path.is_file() else f"path:{path}"
-            return DataSource(kind="file", location=str(path), digest=digest)
+            return DataSource(kind="file", location=str(path), digest=self._digest(benchmark, path))
         if spec.default_data == "synthetic":
             return DataSource(kind="synthetic", location="seeded", digest="synthetic-v1")
-        return DataSource(kind="hub", location=key, digest=f"hub:{key}")
+        return DataSource(kind="hub", location=key, digest=self._digest(benchmark, None))
+
+    def _digest(self, benchmark: str, path: Path | None) -> str:
+        from .benchmarks.base import get_benchmark
+        from .datafiles import file_digest, folder_digest
+
+        memo = (benchmark, str(path))
+        if memo not in self._digests:
+            if path is None:
+                digest = hub_digest(benchmark)
+            elif path.is_file():
+                digest = file_digest(path)
+            elif path.is_dir() and (pattern := get_benchmark(benchmark).data_glob):
+                digest = "dir:" + folder_digest(path, pattern)
+            else:
+                digest = f"path:{path}"  # absent, or a folder where a file is read: loading fails naming it
+            self._digests[memo] = digest
+        return self._digests[memo]
+
+    def results_root(self) -> Path:
+        results = self.settings.results
+        return results if results.is_absolute() else self.rootdir / results
+
+    def claim_resume(self) -> None:
+        """``--lc-resume RUN_ID``: take that folder's lock now, at configure time, so that a missing
+        folder or one another session holds is a usage error before anything runs."""
+        run_id = self.settings.resume
+        if not run_id or self._lock is not None:
+            return
+        folder = self.results_root() / run_id
+        if not folder.is_dir():
+            raise LcError(f"--lc-resume {run_id}: no such run folder under {self.results_root()}")
+        self._lock = RunLock.acquire(folder)
+        if self._lock is None:
+            pid = RunLock.holder(folder)
+            raise LcError(f"--lc-resume {run_id}: another session{f' (pid {pid})' if pid else ''} holds that run "
+                          f"folder ({folder / '.lock'}); wait for it to end, or drop --lc-resume to start a new run")
+
+    def _claim_run(self, root: Path, fingerprint: str) -> str:
+        """The run folder this session writes, locked: the one named by --lc-resume, else the newest
+        unfinished run with these settings that no running session holds, else a new one."""
+        if self.settings.resume:
+            self.claim_resume()
+            return self.settings.resume
+        for run_id in unfinished_runs(root, fingerprint):
+            self._lock = RunLock.acquire(root / run_id)
+            if self._lock is not None and _unfinished(root / run_id, fingerprint):
+                return run_id  # (its holder may have finished it between the look and the lock)
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+        base = time.strftime("%Y%m%d-%H%M%S") + "-" + fingerprint[:6]
+        run_id, n = base, 1
+        while True:  # two sessions started in the same second get two folders
+            try:
+                (root / run_id).mkdir(parents=True)
+                break
+            except FileExistsError:
+                n += 1
+                run_id = f"{base}-{n}"
+        self._lock = RunLock.acquire(root / run_id)
+        return run_id
+
+    def close(self) -> None:
+        """Let go of the run folder (the session is over)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     @property
     def store(self) -> RunStore:
-        """The run folder: ``--lc-resume RUN_ID``, else an unfinished run with the same settings, else new."""
+        """The run folder: ``--lc-resume RUN_ID``, else an unfinished run with the same settings that no
+        running session holds, else new; locked for this session's life (``close``)."""
         if self._store is None:
             from . import telemetry
 
-            results = self.settings.results
-            root = results if results.is_absolute() else self.rootdir / results
+            root = self.results_root()
             fingerprint = self.settings.fingerprint()
-            run_id = (self.worker_run[0] if self.worker_run else None) or self.settings.resume \
-                or find_unfinished(root, fingerprint)
-            if self.settings.resume and not (root / run_id).is_dir():
-                raise LcError(f"--lc-resume {run_id}: no such run folder under {root}")
-            run_id = run_id or time.strftime("%Y%m%d-%H%M%S") + "-" + fingerprint[:6]
+            # an xdist worker writes into its controller's folder, under the controller's lock
+            run_id = self.worker_run[0] if self.worker_run else self._claim_run(root, fingerprint)
             meta = {
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "settings": {**{k: (str(v) if isinstance(v, Path) else v)

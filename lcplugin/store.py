@@ -7,6 +7,7 @@ so a reader never sees half a file and a killed session still leaves the tests i
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -113,6 +114,47 @@ class RunStore:
                 self.tests[test_key(t["benchmark"], t["model"], t["ctx"])] = t
             part.unlink()
         self.write_summary()
+
+
+class RunLock:
+    """An OS lock on ``RUN_DIR/.lock``, held by the one session that writes the run folder.
+
+    ``flock`` ties the lock to the open file, so the kernel drops it when the holder dies however it
+    dies (SIGKILL, a lost node's process): a killed run is resumable at once, a running one never
+    joined. The holder's pid is written into the file for the message of whoever is refused.
+    pytest-xdist workers write into their controller's folder under the controller's lock.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, folder: Path) -> RunLock | None:
+        """The lock of ``folder``, or None when another session holds it."""
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return cls(fd)
+
+    @staticmethod
+    def holder(folder: Path) -> str | None:
+        """The pid the holder wrote, if any."""
+        try:
+            return (folder / ".lock").read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
 
 
 def _drop_torn_tail(path: Path) -> None:

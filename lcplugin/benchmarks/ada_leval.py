@@ -76,6 +76,10 @@ class _AdaLEval(GenerationBenchmark):
     unaffected_by = GenerationBenchmark.unaffected_by | {"mode", "select", "overlength"}  # LongBench-v2's options
     default_sampling = SamplingSettings(max_new_tokens=128, temperature=0.0)
 
+    @property
+    def data_glob(self) -> str:  # type: ignore[override]
+        return f"{self.file_prefix}_*.json"
+
     def sampling(self, greedy: bool) -> SamplingSettings:
         return self.default_sampling  # the paper decodes greedily; there is nothing else to choose
 

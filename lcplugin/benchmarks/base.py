@@ -25,6 +25,8 @@ BENCHMARKS: dict[str, str] = {
 }
 # the --lc-data key of each benchmark (both Ada-LEval tasks read one folder)
 DATA_KEYS = {"ada_leval_bestanswer": "ada_leval", "ada_leval_tsort": "ada_leval"}
+# every key --lc-data accepts; anything else is a typo, refused at configure time
+DATA_KEY_NAMES = tuple(sorted({DATA_KEYS.get(name, name) for name in BENCHMARKS}))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +92,9 @@ class Benchmark:
     default_sampling = SamplingSettings()
     # quality settings this benchmark never reads: a baseline recorded under other values is still comparable
     unaffected_by: frozenset[str] = frozenset()
+    # the files this benchmark reads from an --lc-data folder, which alone key its results; None: its
+    # data is one file, and a folder is refused when loading
+    data_glob: str | None = None
 
     def __init__(self, options: BenchOptions | None = None) -> None:
         self.options = options or BenchOptions()

@@ -47,6 +47,7 @@ class PG19(Benchmark):
     name = "pg19"
     # raw text windows: no generation, no prompt, no chat template
     unaffected_by = frozenset({"sampling", "mode", "select", "overlength", "chat_template"})
+    data_glob = "*.txt"
 
     def load_items(self, source: DataSource, ctx: int, limit: int | None) -> list[Item]:
         if source.kind == "synthetic":
