@@ -52,8 +52,7 @@ PY
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 run_models() {  # run_models SHAPE:TOKENIZER...  (MODELS overrides the phase's list, e.g. for a CPU check)
-  for pair in ${MODELS:-$*}; do suite "${pair%%:*}" "${pair##*:}"; done
-  collect
+  for pair in ${MODELS:-$*}; do suite "${pair%%:*}" "${pair##*:}"; collect; done  # collected as it goes
 }
 case "$phase" in
   setup)
