@@ -24,7 +24,8 @@ _REGISTRY: dict[str, str] = {
     "mamba_ssm": "lcplugin.engines.mamba_ssm:MambaSSMEngine",
     "vllm": "lcplugin.engines.vllm:VLLMEngine",
 }
-SIZED_BY_CONTEXT = frozenset({"vllm"})  # engines whose memory plan depends on the context length
+# engines whose memory plan depends on the context length (a set: tests register fake engines)
+SIZED_BY_CONTEXT: set[str] = {"vllm"}
 _EXTRAS = {"vllm": "pip install 'lcplugin[vllm]'", "mamba_ssm": "pip install 'lcplugin[mamba]' (needs CUDA)"}
 
 
@@ -152,13 +153,22 @@ def registered_engines() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def engine_class(name: str) -> type:
-    """Import and return the engine class registered as ``name``."""
+def engine_target(name: str) -> str:
+    """The ``module:Class`` registered as ``name``.
+
+    Resolved in the parent and handed to the worker, so an engine registered at run time (a test's
+    fake engine, a plugin's own) reaches a spawned worker, whose registry is the module's default.
+    """
     if name not in _REGISTRY:
         raise EngineError(
             f"engine {name!r} is not available in this version of lcplugin; available: {', '.join(_REGISTRY)}"
         )
-    module_name, _, cls_name = _REGISTRY[name].partition(":")
+    return _REGISTRY[name]
+
+
+def engine_class(name: str, target: str | None = None) -> type:
+    """Import and return the engine class ``target`` (by default the one registered as ``name``)."""
+    module_name, _, cls_name = (target or engine_target(name)).partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EngineError, WorkerDied
-from .base import EngineConfig, engine_class
+from .base import EngineConfig, engine_class, engine_target
 
 _FATAL_MARKERS = ("CUDA error", "illegal memory access", "CUBLAS_STATUS", "device-side assert")
 
@@ -36,7 +36,7 @@ def _describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
-def _serve(conn: Any, config: EngineConfig, log_path: str) -> None:
+def _serve(conn: Any, config: EngineConfig, target: str, log_path: str) -> None:
     """Worker main: load the engine, then answer requests until told to close."""
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
@@ -44,7 +44,7 @@ def _serve(conn: Any, config: EngineConfig, log_path: str) -> None:
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     try:
-        engine = engine_class(config.engine)(config)
+        engine = engine_class(config.engine, target)(config)
     except BaseException as exc:  # noqa: BLE001 - report any load failure to the parent
         traceback.print_exc()
         conn.send(("error", type(exc).__name__, str(exc), traceback.format_exc()))
@@ -78,7 +78,7 @@ class EngineWorker:
         self.log_path = log_dir / f"worker-{config.model}-{config.key()[:8]}.log"
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, config, str(self.log_path)), daemon=True,
+        self._proc = ctx.Process(target=_serve, args=(child, config, engine_target(config.engine), str(self.log_path)), daemon=True,
                                  name=f"lcplugin-engine-{config.model}")
         self._proc.start()
         child.close()
