@@ -6,6 +6,7 @@ flow in between is config -> items -> prompts -> engine -> records -> summary ->
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,9 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     started = time.perf_counter()
     try:
         benchmark_fixture.pedantic(bench.evaluate, args=(items, eval_session), rounds=1, iterations=1)
+    except Exception:
+        _stop_telemetry(worker)
+        raise
     finally:
         if pytest_config is not None:
             progress.close()
@@ -182,9 +186,11 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     summary = summarize(records, {
         "benchmark": case.benchmark, "model": case.spec.name, "ctx": case.ctx, "ctx_label": ctx_label(case.ctx),
         "family": case.spec.family, "engine": config.engine, "test": case.id, "wall_s": wall,
-        # peak_mem_gb is the torch allocator's peak: the figure to read for memory. NVML's device figure
-        # includes other processes and, under vLLM, its pre-allocation; its process figure too.
-        "peak_mem_gb": tele.get("torch_peak_gb"), "nvml_device_gb": tele.get("nvml_device_gb"),
+        # peak_mem_gb is the torch allocator's peak, and peak_mem_what says what it holds under this engine
+        # (under vLLM its whole KV-cache pool). NVML's device figure includes other processes and, under
+        # vLLM, its pre-allocation; its process figure too.
+        "peak_mem_gb": tele.get("torch_peak_gb"), "peak_mem_what": tele.get("peak_mem_what"),
+        "nvml_device_gb": tele.get("nvml_device_gb"),
         "nvml_process_gb": tele.get("nvml_process_gb"), "energy_j": tele.get("energy_j"),
         "energy_j_per_item": (tele["energy_j"] / len(records)) if tele.get("energy_j") and records else None,
         "peak_rss_gb": tele.get("rss_peak_gb"), "device": tele.get("device"),
@@ -195,6 +201,16 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
         **bench.aggregate(records),
     })
     return _finish(case, session, summary, benchmark_fixture, record_property, records)
+
+
+def _stop_telemetry(worker: Any) -> None:
+    """A failed test still stops the worker's sampler thread, so threads never pile up in it.
+
+    Not on Ctrl-C (``Exception`` only): the worker may still be busy with the interrupted request.
+    """
+    if worker.alive:
+        with contextlib.suppress(EngineError):
+            worker.call("telemetry_end", timeout_s=120)
 
 
 def _finish(case: Case, session: LcSession, summary: dict[str, Any], benchmark_fixture: Any,

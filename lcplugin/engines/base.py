@@ -112,15 +112,22 @@ class EngineTelemetry:
     """What every engine shares: per-test telemetry and giving device memory back on close."""
 
     _telemetry: Any = None
+    # what peak_mem_gb holds under this engine, carried into every test's summary
+    peak_mem_what = "the torch CUDA allocator's peak during this test: weights, KV cache and activations"
 
     def telemetry_begin(self) -> None:
         from ..telemetry import TestTelemetry
 
+        if self._telemetry is not None:  # the previous test failed before telemetry_end
+            self._telemetry.stop()
         self._telemetry = TestTelemetry()
         self._telemetry.begin()
 
     def telemetry_end(self) -> dict[str, Any]:
-        return self._telemetry.end()
+        telemetry, self._telemetry = self._telemetry, None
+        if telemetry is None:
+            return {"why": {}, "peak_mem_what": self.peak_mem_what}
+        return {**telemetry.end(), "peak_mem_what": self.peak_mem_what}
 
     def release(self, *attributes: str) -> None:
         """Drop the named attributes (model, engine) and return their device memory."""

@@ -7,9 +7,11 @@ context. Time to first token and decode time come from vLLM's per-request stats;
 request at a time so those stats are per item. Prompt log-probabilities serve PG-19. The module
 imports vLLM only when the engine is chosen.
 
-Memory: vLLM pre-allocates ``gpu_memory_utilization`` of the card for weights and KV cache, so
-NVML's figures (device and process) show that reservation, not what the model needs; read
-``peak_mem_gb`` (the torch allocator's peak in the worker) or size the reservation down.
+Memory: vLLM pre-allocates ``gpu_memory_utilization`` of the card for weights and KV cache at
+load. Its KV-cache pool is a torch allocation, so ``peak_mem_gb`` (the torch allocator's peak in
+the worker) holds weights plus the whole pool, not what the test's sequences used; NVML's figures
+show the reservation too. ``peak_mem_what`` says so in every summary. To compare models' needs,
+size the reservation down (``gpu_memory_utilization``) or read the transformers engine's figure.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from .base import (
 
 
 class VLLMEngine(EngineTelemetry):
+    peak_mem_what = ("the torch CUDA allocator's peak during this test, including vLLM's whole KV-cache pool, "
+                     "pre-allocated at load to fill gpu_memory_utilization of the card: not what this test used")
+
     def __init__(self, config: EngineConfig) -> None:
         # the engine core in this (worker) process: no second process to lose track of, and the
         # worker's death takes the whole engine with it
@@ -44,7 +49,7 @@ class VLLMEngine(EngineTelemetry):
         self._sampling_cls = SamplingParams
         args = dict(config.engine_args)
         args.setdefault("gpu_memory_utilization", 0.9)
-        args["tensor_parallel_size"] = tensor_parallel_size(args)
+        args["tensor_parallel_size"] = self.tp = tensor_parallel_size(args)
         self.ignore_eos = bool(args.pop("ignore_eos", False))
         kwargs: dict[str, Any] = {
             "model": config.source, "tokenizer": config.tokenizer, "revision": config.revision,
@@ -64,6 +69,14 @@ class VLLMEngine(EngineTelemetry):
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self._batch_counter = 0
+
+    def telemetry_end(self) -> dict[str, Any]:
+        figures = super().telemetry_end()
+        if self.tp > 1:  # the model lives in vLLM's own worker processes, not in this one
+            figures["torch_peak_gb"] = None
+            figures.setdefault("why", {})["torch_peak_gb"] = (
+                f"tensor_parallel_size={self.tp}: the model runs in vLLM's worker processes; read nvml_process_gb")
+        return figures
 
     def _params(self, sampling: SamplingSettings) -> Any:
         if sampling.greedy:
