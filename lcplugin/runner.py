@@ -78,8 +78,10 @@ def engine_config(case: Case, session: LcSession) -> EngineConfig:
         tokenizer=_resolve(spec.tokenizer) if spec.tokenizer else model_path, dtype=spec.dtype,
         revision=spec.revision, trust_remote_code=spec.trust_remote_code and session.settings.allow_remote_code,
         rope=spec.rope_for(case.ctx),
-        # engines that size their KV cache at load (vLLM) get the test's context; others load once
-        max_model_len=case.ctx if config_engine in SIZED_BY_CONTEXT else None, engine_args=dict(spec.engine_args))
+        # engines sized at load (vLLM) get the longest prompt + generation this benchmark sends; others load once
+        max_model_len=get_benchmark(case.benchmark, session.settings.bench).context_window(
+            case.ctx, spec.window_at(case.ctx)) if config_engine in SIZED_BY_CONTEXT else None,
+        engine_args=dict(spec.engine_args))
 
 
 def _tokenizer(session: LcSession, config: EngineConfig) -> Any:
@@ -161,7 +163,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
         generate=lambda prompts, s: worker.call("generate", prompts, s), tokenizer=tokenizer, ctx=case.ctx,
         chat_mode=case.spec.chat_template, sampling=sampling, emit=emit,
         chunk_size=int(case.spec.engine_args.get("max_batch_size", 1)) * 4,
-        window=case.spec.max_context, data_key=source.digest, content_ids=cache.content_ids,
+        window=case.spec.window_at(case.ctx), data_key=source.digest, content_ids=cache.content_ids,
         done_ids=frozenset(str(r["id"]) for r in records),
         loglikelihood=lambda tokens, k: worker.call("loglikelihood", tokens, k))
     if pytest_config is not None:

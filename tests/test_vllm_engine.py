@@ -8,6 +8,7 @@ torch and transformers); in the main environment vLLM is absent and they are ski
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -21,6 +22,7 @@ from lcplugin.engines.vllm import VLLMEngine  # noqa: E402
 from lcplugin.tiny import materialize  # noqa: E402
 
 PROMPTS = [[256, *range(70, 130)], [256] + [71] * 300, [256, *range(40, 240, 3)]]
+WINDOW = [(13 * i) % 190 + 40 for i in range(1024)]  # as long as max_model_len: a PG-19 window at 1k
 
 
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-mamba2"])
@@ -34,17 +36,21 @@ def test_vllm_and_transformers_agree_token_for_token(model):
         out_v = vllm.generate(PROMPTS, sampling)
         tele = vllm.telemetry_end()
         ll_v = vllm.loglikelihood(PROMPTS[1], 40)
+        full_v = vllm.loglikelihood(WINDOW, 100)
     finally:
         vllm.close()
     hf = HFEngine(EngineConfig(engine="hf", model=model, source=folder, tokenizer=folder, dtype="float32"))
     out_h = hf.generate(PROMPTS, sampling)
     ll_h = hf.loglikelihood(PROMPTS[1], 40)
+    full_h = hf.loglikelihood(WINDOW, 100)
     assert [c.output_ids for c in out_v] == [c.output_ids for c in out_h]
     assert [c.text for c in out_v] == [c.text for c in out_h]
     assert ll_v.nll == pytest.approx(ll_h.nll, rel=1e-4)
+    assert full_v.nll == pytest.approx(full_h.nll, rel=1e-4)
     for c in out_v:  # vLLM's own request stats give per-item timings
         assert c.prompt_tokens in (len(p) for p in PROMPTS) and c.ttft_s > 0 and c.decode_s > 0
     assert tele["torch_peak_gb"] is None and tele["why"]["nvml_device_gb"] == "no CUDA device"
+    assert "KV-cache pool" in tele["peak_mem_what"]
 
 
 def test_suite_runs_on_the_vllm_engine(run_benches):
@@ -52,3 +58,15 @@ def test_suite_runs_on_the_vllm_engine(run_benches):
                       "-k", "longbench_v2", env={"VLLM_CPU_KVCACHE_SPACE": "1"}, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:]
     assert "1 passed" in out.stdout and "tiny-llama-1k" in out.stdout
+
+
+def test_vllm_is_sized_to_each_benchmarks_window(run_benches):
+    # Ada-LEval fits prompts to the model's window (4k), PG-19 sends windows of exactly the context
+    out = run_benches("--lc-engine", "vllm", "--lc-models", "tiny-llama", "--lc-ctx", "1k", "--lc-limit", "2",
+                      "-k", "ada_leval_bestanswer or pg19", env={"VLLM_CPU_KVCACHE_SPACE": "1"}, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "2 passed" in out.stdout
+    records = next(run_benches.results.glob("*/records/ada_leval_bestanswer/tiny-llama-1024.jsonl"))
+    rows = [json.loads(line) for line in records.read_text().splitlines()]
+    assert len(rows) == 2 and all(not r.get("skipped") for r in rows)
+    assert max(r["prompt_tokens"] for r in rows) > 1024  # longer than the test's context, as Ada-LEval allows

@@ -1,11 +1,12 @@
 """The vLLM engine: an in-process ``LLM`` sized to the test.
 
-``max_model_len`` is the test's context (our prompt budget already leaves room for the generation
-budget), prefix caching is off so a repeated document prefix never makes prefill look free, and
-RoPE scaling reaches the model through ``hf_overrides`` with the factor derived from the test's
-context. Time to first token and decode time come from vLLM's per-request stats; prompts run one
-request at a time so those stats are per item. Prompt log-probabilities serve PG-19. The module
-imports vLLM only when the engine is chosen.
+``max_model_len`` is the longest prompt plus generation the test's benchmark sends
+(``Benchmark.context_window``: the test's context, or for Ada-LEval the model's window); prefix
+caching is off so a repeated document prefix never makes prefill look free, and RoPE scaling
+reaches the model through ``hf_overrides`` with the factor derived from the test's context. Time to
+first token and decode time come from vLLM's per-request stats; prompts run one request at a time
+so those stats are per item. Prompt log-probabilities serve PG-19. The module imports vLLM only
+when the engine is chosen.
 
 Memory: vLLM pre-allocates ``gpu_memory_utilization`` of the card for weights and KV cache at
 load. Its KV-cache pool is a torch allocation, so ``peak_mem_gb`` (the torch allocator's peak in
@@ -109,16 +110,26 @@ class VLLMEngine(EngineTelemetry):
         return out
 
     def loglikelihood(self, tokens: Sequence[int], score_last: int) -> LogLikelihood:
+        """NLL of the last ``score_last`` tokens, the whole sequence within ``max_model_len``.
+
+        PG-19 sends windows of exactly the test's context, and vLLM scores a prompt only while
+        generating at least one token, which would not fit. So the last token is not sent: it is the
+        one token generated, forced with ``allowed_token_ids``, and its log-probability is read from
+        the raw logits (vLLM's default ``logprobs_mode``), before that restriction applies.
+        """
         from vllm.inputs import TokensPrompt
 
-        params = self._sampling_cls(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        if not 0 < score_last < len(tokens):
+            raise ValueError(f"score_last={score_last} must be in 1..{len(tokens) - 1}")
+        last = int(tokens[-1])
+        params = self._sampling_cls(max_tokens=1, temperature=0.0, logprobs=0, allowed_token_ids=[last],
+                                    prompt_logprobs=0 if score_last > 1 else None)
         start = time.perf_counter()
-        result = self.llm.generate([TokensPrompt(prompt_token_ids=list(tokens))], params, use_tqdm=False)[0]
+        result = self.llm.generate([TokensPrompt(prompt_token_ids=list(tokens[:-1]))], params, use_tqdm=False)[0]
         seconds = time.perf_counter() - start
-        nll = 0.0
-        for pos in range(len(tokens) - score_last, len(tokens)):
-            entry = result.prompt_logprobs[pos]
-            nll -= entry[tokens[pos]].logprob
+        nll = -result.outputs[0].logprobs[0][last].logprob
+        for pos in range(len(tokens) - score_last, len(tokens) - 1):
+            nll -= result.prompt_logprobs[pos][tokens[pos]].logprob
         return LogLikelihood(nll=nll, n_tokens=score_last, seconds=seconds)
 
     def close(self) -> None:
