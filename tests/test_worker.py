@@ -92,6 +92,7 @@ def test_the_worker_may_start_child_processes(worker, tmp_path):
 
 PARENT = textwrap.dedent('''
     import sys
+    import time
     from pathlib import Path
     from lcplugin.engines.base import EngineConfig
     from lcplugin.engines.worker import EngineWorker
@@ -104,13 +105,16 @@ PARENT = textwrap.dedent('''
         print(w.pid, flush=True)
         if sys.argv[2] == "busy":
             w.call("echo", None, 300.0)  # the worker is busy when its parent dies
+        elif sys.argv[2] == "idle":
+            time.sleep(300)  # the worker waits for a request when its parent dies
 ''')
 
 
 def _start_parent(tmp_path: Path, mode: str) -> tuple[subprocess.Popen, int]:
     script = tmp_path / "parent.py"
     script.write_text(PARENT)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "LC_FAKE_LOG": str(tmp_path / "engine.jsonl")}
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "logs"), mode], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
@@ -126,6 +130,19 @@ def test_the_worker_exits_when_its_parent_is_killed(tmp_path):
         parent.kill()  # SIGKILL: no atexit, no finally, nothing in the parent runs
         parent.wait()
         assert wait_gone(pid, 5), f"worker {pid} outlived its parent"
+    finally:
+        if not gone(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_an_idle_worker_closes_its_engine_when_its_parent_is_killed(tmp_path):
+    parent, pid = _start_parent(tmp_path, "idle")
+    try:
+        parent.kill()
+        parent.wait()
+        assert wait_gone(pid, 5), f"worker {pid} outlived its parent"
+        events = [json.loads(line)["event"] for line in (tmp_path / "engine.jsonl").read_text().splitlines()]
+        assert events == ["load", "close"]  # shut down cleanly (vLLM removes its shared memory), not killed
     finally:
         if not gone(pid):
             os.kill(pid, signal.SIGKILL)

@@ -33,6 +33,7 @@ from .base import EngineConfig, engine_class, engine_target
 
 _FATAL_MARKERS = ("CUDA error", "illegal memory access", "CUBLAS_STATUS", "device-side assert")
 _WATCH_S = 0.5  # how often a worker checks that its parent is alive
+_GRACE_S = 30.0  # how long an idle orphan may take to close its engine before it is killed
 _LIVE: set[EngineWorker] = set()  # workers to close at exit: non-daemonic ones would hold the exit up
 
 
@@ -60,14 +61,19 @@ def _kill_descendants() -> None:
         pass
 
 
-def _watch_parent(parent: int) -> None:
-    """Exit when the parent is gone (re-parented: its pid is no longer ours' parent).
+def _watch_parent(parent: int, idle: threading.Event) -> None:
+    """Exit when the parent is gone (re-parented: its pid is no longer our parent's).
 
-    A thread, not PR_SET_PDEATHSIG: that signal fires when the parent *thread* that started the
-    worker exits, and it would kill the worker before it could take its own children down.
+    An idle worker sees the pipe close too and shuts its engine down itself (vLLM then removes its
+    shared memory and stops its ranks); this thread gives it ``_GRACE_S`` for that. A busy worker
+    cannot, so its descendants are killed and it exits at once. A thread, not PR_SET_PDEATHSIG:
+    that signal fires when the parent *thread* that started the worker exits, and it would kill
+    the worker before it could take its own children down.
     """
     while os.getppid() == parent:
         time.sleep(_WATCH_S)
+    if idle.is_set():
+        time.sleep(_GRACE_S)
     sys.stderr.write("lcplugin worker: the parent process is gone, exiting\n")
     _kill_descendants()
     os._exit(70)
@@ -75,7 +81,8 @@ def _watch_parent(parent: int) -> None:
 
 def _serve(conn: Any, config: EngineConfig, target: str, log_path: str, parent: int) -> None:
     """Worker main: load the engine, then answer ``(id, method, args)`` requests until told to close."""
-    threading.Thread(target=_watch_parent, args=(parent,), name="lcplugin-parent-watch", daemon=True).start()
+    idle = threading.Event()
+    threading.Thread(target=_watch_parent, args=(parent, idle), name="lcplugin-parent-watch", daemon=True).start()
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
@@ -89,10 +96,14 @@ def _serve(conn: Any, config: EngineConfig, target: str, log_path: str, parent: 
         return
     conn.send((0, "ready", os.getpid()))
     while True:
+        idle.set()
         try:
             rid, method, args = conn.recv()
-        except EOFError:
+        except EOFError:  # the parent is gone without a word: shut down cleanly while we can
+            sys.stderr.write("lcplugin worker: the parent closed the pipe, closing the engine\n")
+            engine.close()
             break
+        idle.clear()
         if method == "close":
             engine.close()
             conn.send((rid, "ok", None))
