@@ -175,8 +175,9 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     started = time.perf_counter()
     try:
         benchmark_fixture.pedantic(bench.evaluate, args=(items, eval_session), rounds=1, iterations=1)
-    except Exception:
-        _stop_telemetry(worker)
+    except BaseException as exc:
+        if not isinstance(exc, KeyboardInterrupt):  # after Ctrl-C the worker may still be busy
+            _stop_telemetry(worker)
         raise
     finally:
         if pytest_config is not None:
@@ -206,10 +207,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
 
 
 def _stop_telemetry(worker: Any) -> None:
-    """A failed test still stops the worker's sampler thread, so threads never pile up in it.
-
-    Not on Ctrl-C (``Exception`` only): the worker may still be busy with the interrupted request.
-    """
+    """A failed (or skipped) test still stops the worker's sampler thread, so threads never pile up."""
     if worker.alive:
         with contextlib.suppress(EngineError):
             worker.call("telemetry_end", timeout_s=120)
