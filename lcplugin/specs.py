@@ -85,8 +85,9 @@ class ModelSpec:
         """The model's window as loaded for a test at ``ctx`` tokens: ``max_context``, or with a RoPE
         policy what the scaling applied at ``ctx`` reaches (the trained window when none is applied).
 
-        Ada-LEval fits its prompts to it, and vLLM must be loaded with at least it: vLLM refuses a
-        ``max_model_len`` beyond the (scaled) position embeddings.
+        Ada-LEval fits its prompts to it (``Benchmark.context_window``), and vLLM is loaded with it:
+        vLLM refuses a ``max_model_len`` beyond the (scaled) position embeddings, so ``max_context``
+        would not load where a RoPE policy applies no scaling.
         """
         if self.rope_scaling is None:
             return self.max_context
