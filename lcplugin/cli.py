@@ -66,7 +66,7 @@ def cmd_prompt(args: argparse.Namespace) -> int:
         raise LcError(f"prompt: {args.benchmark} sends no text prompt")
     item = _find_item(args, bench, ctx)
     tokenizer = _tokenizer(args.tokenizer)
-    budget = args.window or ctx
+    budget = bench.context_window(ctx, args.window or ctx)  # the same rule as a test's
     builder = PromptBuilder(tokenizer, budget, args.max_new_tokens or bench.sampling(False).max_new_tokens, args.chat,
                             max_len=bench.max_len(ctx))
     built = builder.build(bench.prompt_text(item), want_text=True)

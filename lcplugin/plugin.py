@@ -21,7 +21,8 @@ from .errors import LcError
 from .session import Case, LcSession, Settings, parse_data_options, parse_engine_args, parse_select
 
 _SESSION = pytest.StashKey[LcSession]()
-_BENCH_ORDER = ("longbench_v2", "ada_leval_bestanswer", "ada_leval_tsort", "pg19")
+# benchmarks that share a context window (Benchmark.context_window) run side by side: one vLLM load
+_BENCH_ORDER = ("longbench_v2", "pg19", "ada_leval_bestanswer", "ada_leval_tsort")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

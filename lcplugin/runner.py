@@ -6,6 +6,7 @@ flow in between is config -> items -> prompts -> engine -> records -> summary ->
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import asdict
@@ -79,8 +80,9 @@ def engine_config(case: Case, session: LcSession) -> EngineConfig:
         tokenizer=_resolve(spec.tokenizer) if spec.tokenizer else model_path, dtype=spec.dtype,
         revision=spec.revision, trust_remote_code=spec.trust_remote_code and session.settings.allow_remote_code,
         rope=spec.rope_for(case.ctx),
-        # engines that size their KV cache at load (vLLM) get the test's context; others load once
-        max_model_len=case.ctx if config_engine in SIZED_BY_CONTEXT else None,
+        # engines sized at load (vLLM) get the longest prompt + generation this benchmark sends; others load once
+        max_model_len=get_benchmark(case.benchmark, session.settings.bench).context_window(
+            case.ctx, spec.window_at(case.ctx)) if config_engine in SIZED_BY_CONTEXT else None,
         engine_args=session.engine_args_for(spec))
 
 
@@ -163,7 +165,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
         generate=lambda prompts, s: worker.call("generate", prompts, s), tokenizer=tokenizer, ctx=case.ctx,
         chat_mode=case.spec.chat_template, sampling=sampling, emit=emit,
         chunk_size=int(config.engine_args.get("max_batch_size", 1)) * 4,
-        window=case.spec.max_context, data_key=source.digest, content_ids=cache.content_ids,
+        window=case.spec.window_at(case.ctx), data_key=source.digest, content_ids=cache.content_ids,
         done_ids=frozenset(str(r["id"]) for r in records),
         loglikelihood=lambda tokens, k: worker.call("loglikelihood", tokens, k))
     if pytest_config is not None:
@@ -178,6 +180,10 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     started = time.perf_counter()
     try:
         benchmark_fixture.pedantic(bench.evaluate, args=(items, eval_session), rounds=1, iterations=1)
+    except BaseException as exc:
+        if not isinstance(exc, KeyboardInterrupt):  # after Ctrl-C the worker may still be busy
+            _stop_telemetry(worker)
+        raise
     finally:
         if pytest_config is not None:
             progress.close()
@@ -189,9 +195,11 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     summary = summarize(records, {
         "benchmark": case.benchmark, "model": case.spec.name, "ctx": case.ctx, "ctx_label": ctx_label(case.ctx),
         "family": case.spec.family, "engine": config.engine, "test": case.id, "wall_s": wall,
-        # peak_mem_gb is the torch allocator's peak: the figure to read for memory. NVML's device figure
-        # includes other processes and, under vLLM, its pre-allocation; its process figure too.
-        "peak_mem_gb": tele.get("torch_peak_gb"), "nvml_device_gb": tele.get("nvml_device_gb"),
+        # peak_mem_gb is the torch allocator's peak, and peak_mem_what says what it holds under this engine
+        # (under vLLM its whole KV-cache pool). NVML's device figure includes other processes and, under
+        # vLLM, its pre-allocation; its process figure too.
+        "peak_mem_gb": tele.get("torch_peak_gb"), "peak_mem_what": tele.get("peak_mem_what"),
+        "nvml_device_gb": tele.get("nvml_device_gb"),
         "nvml_process_gb": tele.get("nvml_process_gb"), "energy_j": tele.get("energy_j"),
         "energy_j_per_item": (tele["energy_j"] / len(records)) if tele.get("energy_j") and records else None,
         "peak_rss_gb": tele.get("rss_peak_gb"), "device": tele.get("device"),
@@ -230,6 +238,13 @@ def quality_settings(case: Case, session: LcSession, bench: Any, sampling: Any, 
         "engine_args": {k: v for k, v in sorted(spec.engine_args.items()) if k not in EFFICIENCY_ONLY_ARGS},
     }
     return {k: v for k, v in out.items() if k not in bench.unaffected_by}
+
+
+def _stop_telemetry(worker: Any) -> None:
+    """A failed (or skipped) test still stops the worker's sampler thread, so threads never pile up."""
+    if worker.alive:
+        with contextlib.suppress(EngineError):
+            worker.call("telemetry_end", timeout_s=120)
 
 
 def _finish(case: Case, session: LcSession, summary: dict[str, Any], benchmark_fixture: Any,

@@ -81,6 +81,21 @@ class ModelSpec:
     def rope_for(self, ctx: int) -> dict[str, Any] | None:
         return self.rope_scaling.resolve(ctx) if self.rope_scaling else None
 
+    def window_at(self, ctx: int) -> int:
+        """The model's window as loaded for a test at ``ctx`` tokens: ``max_context``, or with a RoPE
+        policy what the scaling applied at ``ctx`` reaches (the trained window when none is applied).
+
+        Ada-LEval fits its prompts to it (``Benchmark.context_window``), and vLLM is loaded with it:
+        vLLM refuses a ``max_model_len`` beyond the (scaled) position embeddings, so ``max_context``
+        would not load where a RoPE policy applies no scaling.
+        """
+        if self.rope_scaling is None:
+            return self.max_context
+        rope = self.rope_for(ctx)
+        native = self.rope_scaling.original_max_position_embeddings
+        reach = native if rope is None else int(native * rope["factor"])
+        return min(max(reach, ctx), self.max_context)
+
 
 _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "name": (str, True),

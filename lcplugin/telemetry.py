@@ -29,8 +29,27 @@ def synchronize() -> None:
             torch.cuda.synchronize()
 
 
+def reset_rss_peak() -> str | None:
+    """Reset this process's peak resident memory (Linux >= 4.0: ``5`` into ``/proc/self/clear_refs``
+    resets VmHWM), so the next reading is one test's peak, not the worker's lifetime peak; returns
+    why it could not, or None."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return None
+    except OSError as exc:
+        return f"the peak RSS cannot be reset here ({exc.strerror or exc}), so no per-test peak"
+
+
 def rss_peak_gb() -> float:
-    """Peak resident memory of this process since it started (Linux reports KiB)."""
+    """Peak resident memory of this process since the last reset (VmHWM), else since it started."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kib * 1024 / 1e9 if sys.platform.startswith("linux") else kib / 1e9
 
@@ -81,17 +100,20 @@ class NvmlSampler:
     is None and ``why`` says so.
     """
 
-    def __init__(self, interval_s: float = 0.05, device_index: int = 0) -> None:
+    def __init__(self, interval_s: float = 0.05, device_index: int = 0, refresh_s: float = 5.0) -> None:
         import os
         import threading
 
         self.interval_s = interval_s
+        self.refresh_s = refresh_s
         self.why: dict[str, str] = {}
         self.peak_device = self.peak_process = None
         self.energy_start = self.energy_end = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._family: set[int] = set()
+        self._family_at = float("-inf")
         self.nvml: Any = None
         try:
             import pynvml
@@ -107,14 +129,21 @@ class NvmlSampler:
             self.why = {"nvml_device_gb": reason, "nvml_process_gb": reason, "energy_j": reason}
 
     def _pids(self) -> set[int]:
-        pids = {self._pid}
-        try:
-            import psutil
+        """This process and its children (vLLM's workers), rescanned every ``refresh_s`` only: a scan
+        reads every process on the machine, and it runs beside a CPU-bound decode loop."""
+        import time
 
-            pids |= {c.pid for c in psutil.Process(self._pid).children(recursive=True)}
-        except Exception:  # noqa: BLE001
-            pass
-        return pids
+        now = time.monotonic()
+        if now - self._family_at >= self.refresh_s:
+            pids = {self._pid}
+            try:
+                import psutil
+
+                pids |= {c.pid for c in psutil.Process(self._pid).children(recursive=True)}
+            except Exception:  # noqa: BLE001
+                pass
+            self._family, self._family_at = pids, now
+        return self._family
 
     def _sample(self) -> None:
         nv = self.nvml
@@ -125,10 +154,12 @@ class NvmlSampler:
         except Exception as exc:  # noqa: BLE001
             self.why["nvml_process_gb"] = f"process table unavailable ({exc})"
             return
-        mine = [p.usedGpuMemory for p in procs if p.pid in self._pids() and p.usedGpuMemory is not None]
+        family = self._pids()
+        mine = [p.usedGpuMemory for p in procs if p.pid in family and p.usedGpuMemory is not None]
         if mine:
             total = sum(mine) / 1e9
             self.peak_process = total if self.peak_process is None else max(self.peak_process, total)
+            self.why.pop("nvml_process_gb", None)
         elif procs and self.peak_process is None:
             self.why["nvml_process_gb"] = "no NVML process entry matches this process (container PID namespace?)"
 
@@ -170,19 +201,29 @@ class TestTelemetry:
 
     def __init__(self) -> None:
         self._sampler: NvmlSampler | None = None
+        self._rss_why: str | None = None
 
     def begin(self) -> None:
         reset_torch_peak()
+        self._rss_why = reset_rss_peak()
         self._sampler = NvmlSampler().start() if cuda_available() else None
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the sampler thread (idempotent): NVML peaks and energy, or why they are missing."""
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            return sampler.stop()
+        return {"nvml_device_gb": None, "nvml_process_gb": None, "energy_j": None,
+                "why": dict.fromkeys(("nvml_device_gb", "nvml_process_gb", "energy_j"), "no CUDA device")}
 
     def end(self) -> dict[str, Any]:
         torch_peak, torch_why = torch_peak_gb()
-        nv = self._sampler.stop() if self._sampler else {
-            "nvml_device_gb": None, "nvml_process_gb": None, "energy_j": None,
-            "why": dict.fromkeys(("nvml_device_gb", "nvml_process_gb", "energy_j"), "no CUDA device")}
+        nv = self.stop()
         why = dict(nv.pop("why"))
         if torch_why:
             why["torch_peak_gb"] = torch_why
-        self._sampler = None
-        return {"torch_peak_gb": torch_peak, **nv, "rss_peak_gb": round(rss_peak_gb(), 4),
+        if self._rss_why:
+            why["rss_peak_gb"] = self._rss_why
+        rss = None if self._rss_why else round(rss_peak_gb(), 4)
+        return {"torch_peak_gb": torch_peak, **nv, "rss_peak_gb": rss,
                 "device": device_name(), "cpu_threads": cpu_threads(), "why": why}

@@ -8,6 +8,7 @@ torch and transformers); in the main environment vLLM is absent and they are ski
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -21,6 +22,7 @@ from lcplugin.engines.vllm import VLLMEngine  # noqa: E402
 from lcplugin.tiny import materialize  # noqa: E402
 
 PROMPTS = [[256, *range(70, 130)], [256] + [71] * 300, [256, *range(40, 240, 3)]]
+WINDOW = [(13 * i) % 190 + 40 for i in range(1024)]  # as long as max_model_len: a PG-19 window at 1k
 
 
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-mamba2"])
@@ -34,17 +36,21 @@ def test_vllm_and_transformers_agree_token_for_token(model):
         out_v = vllm.generate(PROMPTS, sampling)
         tele = vllm.telemetry_end()
         ll_v = vllm.loglikelihood(PROMPTS[1], 40)
+        full_v = vllm.loglikelihood(WINDOW, 100)
     finally:
         vllm.close()
     hf = HFEngine(EngineConfig(engine="hf", model=model, source=folder, tokenizer=folder, dtype="float32"))
     out_h = hf.generate(PROMPTS, sampling)
     ll_h = hf.loglikelihood(PROMPTS[1], 40)
+    full_h = hf.loglikelihood(WINDOW, 100)
     assert [c.output_ids for c in out_v] == [c.output_ids for c in out_h]
     assert [c.text for c in out_v] == [c.text for c in out_h]
     assert ll_v.nll == pytest.approx(ll_h.nll, rel=1e-4)
+    assert full_v.nll == pytest.approx(full_h.nll, rel=1e-4)
     for c in out_v:  # vLLM's own request stats give per-item timings
         assert c.prompt_tokens in (len(p) for p in PROMPTS) and c.ttft_s > 0 and c.decode_s > 0
     assert tele["torch_peak_gb"] is None and tele["why"]["nvml_device_gb"] == "no CUDA device"
+    assert "KV-cache pool" in tele["peak_mem_what"]
 
 
 def test_suite_runs_on_the_vllm_engine(run_benches):
@@ -52,3 +58,85 @@ def test_suite_runs_on_the_vllm_engine(run_benches):
                       "-k", "longbench_v2", env={"VLLM_CPU_KVCACHE_SPACE": "1"}, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:]
     assert "1 passed" in out.stdout and "tiny-llama-1k" in out.stdout
+
+
+def test_vllm_is_sized_to_each_benchmarks_window(run_benches):
+    # Ada-LEval fits prompts to the model's window (4k), PG-19 sends windows of exactly the context
+    out = run_benches("--lc-engine", "vllm", "--lc-models", "tiny-llama", "--lc-ctx", "1k", "--lc-limit", "2",
+                      "-k", "ada_leval_bestanswer or pg19", env={"VLLM_CPU_KVCACHE_SPACE": "1"}, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "2 passed" in out.stdout
+    records = next(run_benches.results.glob("*/records/ada_leval_bestanswer/tiny-llama-1024.jsonl"))
+    rows = [json.loads(line) for line in records.read_text().splitlines()]
+    assert len(rows) == 2 and all(not r.get("skipped") for r in rows)
+    assert max(r["prompt_tokens"] for r in rows) > 1024  # longer than the test's context, as Ada-LEval allows
+
+
+TP_PARENT = """
+import json, sys
+from pathlib import Path
+from lcplugin.engines.base import EngineConfig, SamplingSettings
+from lcplugin.engines.worker import EngineWorker
+
+if __name__ == "__main__":  # spawned workers import this module again
+    config = EngineConfig(engine="vllm", model="tiny-llama", source=sys.argv[1], tokenizer=sys.argv[1],
+                          dtype="float32", max_model_len=1024, engine_args={"tensor_parallel_size": 2})
+    worker = EngineWorker(config, Path(sys.argv[2]), start_timeout_s=600)
+    worker.call("telemetry_begin")
+    out = worker.call("generate", [[256, *range(70, 130)]], SamplingSettings(max_new_tokens=8))
+    print(json.dumps({"pid": worker.pid, "tokens": out[0].output_tokens, "tele": worker.call("telemetry_end")}),
+          flush=True)
+    sys.stdin.readline()  # the test looks at the processes, then lets it close (or kills it)
+    worker.close()
+"""
+
+
+@pytest.mark.parametrize("end", ["close", "parent-killed"])
+def test_tensor_parallel_vllm_runs_in_the_worker_and_leaves_no_process(tmp_path, end):
+    # vLLM's tensor-parallel ranks are processes the worker starts: a daemonic worker may not
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    script = tmp_path / "parent.py"
+    script.write_text(TP_PARENT)
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "0|1")  # one core per rank (vLLM's auto-bind wants NUMA nodes)
+    parent = subprocess.Popen([sys.executable, str(script), str(materialize("tiny-llama")), str(tmp_path / "logs")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        line = parent.stdout.readline()
+        assert line.startswith("{"), f"the parent printed {line!r}; worker log: " + "".join(
+            p.read_text()[-3000:] for p in (tmp_path / "logs").glob("*.log"))
+        report = json.loads(line)
+        family = [report["pid"], *(c.pid for c in psutil.Process(report["pid"]).children(recursive=True))]
+        assert len(family) >= 3  # the worker and its two ranks
+        assert report["tokens"] == 8
+        assert report["tele"]["torch_peak_gb"] is None and "tensor_parallel_size=2" in report["tele"]["why"][
+            "torch_peak_gb"]
+        if end == "close":
+            parent.stdin.write("\n")
+            parent.stdin.flush()
+            assert parent.wait(timeout=120) == 0
+        else:
+            parent.send_signal(signal.SIGKILL)  # nothing in the parent runs: the worker must notice
+            parent.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_running(p) for p in family):
+            time.sleep(0.2)
+        assert not [p for p in family if _running(p)], "processes outlived the run"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def _running(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -78,7 +78,7 @@ class EvalSession:
     emit: Callable[[dict[str, Any]], None]
     chunk_size: int = 8
     done_ids: frozenset[str] = frozenset()
-    window: int | None = None  # the model's context window (Ada-LEval never truncates)
+    window: int | None = None  # the model's window at this test (ModelSpec.window_at; Ada-LEval's budget)
     data_key: str = ""  # the data's digest, for the token cache
     content_ids: Callable[[str, list[tuple[str, str]]], Mapping[str, Sequence[int]]] | None = None
     loglikelihood: Callable[[Sequence[int], int], Any] | None = None
@@ -119,6 +119,14 @@ class Benchmark:
     def load_items(self, source: DataSource, ctx: int, limit: int | None) -> list[Item]:
         raise NotImplementedError
 
+    def context_window(self, ctx: int, model_window: int) -> int:
+        """The longest prompt plus generation this benchmark sends in a test at ``ctx`` tokens, on a
+        model whose window there is ``model_window``: the test's context (LongBench-v2, PG-19) or the
+        model's window (Ada-LEval). The one rule: prompts are fitted to it, and an engine sized at load
+        (vLLM's ``max_model_len``) is sized to it.
+        """
+        return ctx
+
     def evaluate(self, items: Sequence[Item], session: EvalSession) -> None:
         raise NotImplementedError
 
@@ -155,8 +163,8 @@ class GenerationBenchmark(Benchmark):
         return f"{self.name}-{self.options.mode}-{session.data_key}" + ("" if part is None else f"-{part}")
 
     def budget(self, session: EvalSession) -> int:
-        """The context a prompt must fit: the test's (LongBench-v2) or the model's window (Ada-LEval)."""
-        return session.ctx
+        """The context a prompt and its generation must fit (see ``context_window``)."""
+        return self.context_window(session.ctx, session.window or session.ctx)
 
     def max_len(self, ctx: int) -> int | None:
         """A cap on the cut prompt's length (LongBench-v2's official budget), or None: the context decides."""

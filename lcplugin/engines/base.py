@@ -34,7 +34,8 @@ ENGINE_ARGS: dict[str, frozenset[str]] = {
                        "max_num_seqs", "enforce_eager", "kv_cache_dtype", "swap_space", "cpu_offload_gb",
                        "block_size", "quantization"}),
 }
-SIZED_BY_CONTEXT = frozenset({"vllm"})  # engines whose memory plan depends on the context length
+# engines whose memory plan depends on the context length (a set: tests register fake engines)
+SIZED_BY_CONTEXT: set[str] = {"vllm"}
 _EXTRAS = {"vllm": "pip install 'lcplugin[vllm]'", "mamba_ssm": "pip install 'lcplugin[mamba]' (needs CUDA)"}
 
 
@@ -125,15 +126,22 @@ class EngineTelemetry:
     """What every engine shares: per-test telemetry and giving device memory back on close."""
 
     _telemetry: Any = None
+    # what peak_mem_gb holds under this engine, carried into every test's summary
+    peak_mem_what = "the torch CUDA allocator's peak during this test: weights, KV cache and activations"
 
     def telemetry_begin(self) -> None:
         from ..telemetry import TestTelemetry
 
+        if self._telemetry is not None:  # the previous test failed before telemetry_end
+            self._telemetry.stop()
         self._telemetry = TestTelemetry()
         self._telemetry.begin()
 
     def telemetry_end(self) -> dict[str, Any]:
-        return self._telemetry.end()
+        telemetry, self._telemetry = self._telemetry, None
+        if telemetry is None:
+            return {"why": {}, "peak_mem_what": self.peak_mem_what}
+        return {**telemetry.end(), "peak_mem_what": self.peak_mem_what}
 
     def describe(self) -> dict[str, Any]:
         return {}
@@ -180,13 +188,22 @@ def registered_engines() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def engine_class(name: str) -> type:
-    """Import and return the engine class registered as ``name``."""
+def engine_target(name: str) -> str:
+    """The ``module:Class`` registered as ``name``.
+
+    Resolved in the parent and handed to the worker, so an engine registered at run time (a test's
+    fake engine, a plugin's own) reaches a spawned worker, whose registry is the module's default.
+    """
     if name not in _REGISTRY:
         raise EngineError(
             f"engine {name!r} is not available in this version of lcplugin; available: {', '.join(_REGISTRY)}"
         )
-    module_name, _, cls_name = _REGISTRY[name].partition(":")
+    return _REGISTRY[name]
+
+
+def engine_class(name: str, target: str | None = None) -> type:
+    """Import and return the engine class ``target`` (by default the one registered as ``name``)."""
+    module_name, _, cls_name = (target or engine_target(name)).partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

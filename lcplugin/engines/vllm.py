@@ -1,15 +1,18 @@
 """The vLLM engine: an in-process ``LLM`` sized to the test.
 
-``max_model_len`` is the test's context (our prompt budget already leaves room for the generation
-budget), prefix caching is off so a repeated document prefix never makes prefill look free, and
-RoPE scaling reaches the model through ``hf_overrides`` with the factor derived from the test's
-context. Time to first token and decode time come from vLLM's per-request stats; prompts run one
-request at a time so those stats are per item. Prompt log-probabilities serve PG-19. The module
-imports vLLM only when the engine is chosen.
+``max_model_len`` is the longest prompt plus generation the test's benchmark sends
+(``Benchmark.context_window``: the test's context, or for Ada-LEval the model's window); prefix
+caching is off so a repeated document prefix never makes prefill look free, and RoPE scaling
+reaches the model through ``hf_overrides`` with the factor derived from the test's context. Time to
+first token and decode time come from vLLM's per-request stats; prompts run one request at a time
+so those stats are per item. Prompt log-probabilities serve PG-19. The module imports vLLM only
+when the engine is chosen.
 
-Memory: vLLM pre-allocates ``gpu_memory_utilization`` of the card for weights and KV cache, so
-NVML's figures (device and process) show that reservation, not what the model needs; read
-``peak_mem_gb`` (the torch allocator's peak in the worker) or size the reservation down.
+Memory: vLLM pre-allocates ``gpu_memory_utilization`` of the card for weights and KV cache at
+load. Its KV-cache pool is a torch allocation, so ``peak_mem_gb`` (the torch allocator's peak in
+the worker) holds weights plus the whole pool, not what the test's sequences used; NVML's figures
+show the reservation too. ``peak_mem_what`` says so in every summary. To compare models' needs,
+size the reservation down (``gpu_memory_utilization``) or read the transformers engine's figure.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from .base import (
 
 
 class VLLMEngine(EngineTelemetry):
+    peak_mem_what = ("the torch CUDA allocator's peak during this test, including vLLM's whole KV-cache pool, "
+                     "pre-allocated at load to fill gpu_memory_utilization of the card: not what this test used")
+
     def __init__(self, config: EngineConfig) -> None:
         # the engine core in this (worker) process: no second process to lose track of, and the
         # worker's death takes the whole engine with it
@@ -44,7 +50,7 @@ class VLLMEngine(EngineTelemetry):
         self._sampling_cls = SamplingParams
         args = dict(config.engine_args)
         args.setdefault("gpu_memory_utilization", 0.9)
-        args["tensor_parallel_size"] = tensor_parallel_size(args)
+        args["tensor_parallel_size"] = self.tp = tensor_parallel_size(args)
         self.ignore_eos = bool(args.pop("ignore_eos", False))
         kwargs: dict[str, Any] = {
             "model": config.source, "tokenizer": config.tokenizer, "revision": config.revision,
@@ -64,6 +70,14 @@ class VLLMEngine(EngineTelemetry):
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self._batch_counter = 0
+
+    def telemetry_end(self) -> dict[str, Any]:
+        figures = super().telemetry_end()
+        if self.tp > 1:  # the model lives in vLLM's own worker processes, not in this one
+            figures["torch_peak_gb"] = None
+            figures.setdefault("why", {})["torch_peak_gb"] = (
+                f"tensor_parallel_size={self.tp}: the model runs in vLLM's worker processes; read nvml_process_gb")
+        return figures
 
     def _params(self, sampling: SamplingSettings) -> Any:
         if sampling.greedy:
@@ -96,16 +110,26 @@ class VLLMEngine(EngineTelemetry):
         return out
 
     def loglikelihood(self, tokens: Sequence[int], score_last: int) -> LogLikelihood:
+        """NLL of the last ``score_last`` tokens, the whole sequence within ``max_model_len``.
+
+        PG-19 sends windows of exactly the test's context, and vLLM scores a prompt only while
+        generating at least one token, which would not fit. So the last token is not sent: it is the
+        one token generated, forced with ``allowed_token_ids``, and its log-probability is read from
+        the raw logits (vLLM's default ``logprobs_mode``), before that restriction applies.
+        """
         from vllm.inputs import TokensPrompt
 
-        params = self._sampling_cls(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        if not 0 < score_last < len(tokens):
+            raise ValueError(f"score_last={score_last} must be in 1..{len(tokens) - 1}")
+        last = int(tokens[-1])
+        params = self._sampling_cls(max_tokens=1, temperature=0.0, logprobs=0, allowed_token_ids=[last],
+                                    prompt_logprobs=0 if score_last > 1 else None)
         start = time.perf_counter()
-        result = self.llm.generate([TokensPrompt(prompt_token_ids=list(tokens))], params, use_tqdm=False)[0]
+        result = self.llm.generate([TokensPrompt(prompt_token_ids=list(tokens[:-1]))], params, use_tqdm=False)[0]
         seconds = time.perf_counter() - start
-        nll = 0.0
-        for pos in range(len(tokens) - score_last, len(tokens)):
-            entry = result.prompt_logprobs[pos]
-            nll -= entry[tokens[pos]].logprob
+        nll = -result.outputs[0].logprobs[0][last].logprob
+        for pos in range(len(tokens) - score_last, len(tokens) - 1):
+            nll -= result.prompt_logprobs[pos][tokens[pos]].logprob
         return LogLikelihood(nll=nll, n_tokens=score_last, seconds=seconds)
 
     def close(self) -> None:

@@ -1,0 +1,90 @@
+"""Telemetry that does not disturb what it measures, and figures that say what they hold."""
+
+from __future__ import annotations
+
+import json
+
+import psutil
+import pytest
+
+from lcplugin import telemetry
+from lcplugin.engines.base import EngineConfig
+from lcplugin.engines.worker import EngineWorker
+
+from .conftest import only_run_summary
+from .fake_engines import FakeEngine, FakeNvml, fake_gpu, nvml_threads, register
+
+register()
+FAKE = EngineConfig(engine="fake", model="fake-model", source="-", tokenizer="-")
+
+
+@pytest.fixture
+def gpu(monkeypatch) -> FakeNvml:
+    nvml = FakeNvml()
+    for target, name, value in fake_gpu(nvml):
+        if isinstance(target, dict):
+            monkeypatch.setitem(target, name, value)
+        else:
+            monkeypatch.setattr(target, name, value)
+    return nvml
+
+
+def test_begin_stops_a_sampler_left_running_by_a_failed_test(gpu):
+    engine = FakeEngine(FAKE)
+    engine.telemetry_begin()
+    engine.telemetry_begin()  # the previous test failed before telemetry_end
+    try:
+        assert nvml_threads() == 1
+    finally:
+        engine.telemetry_end()
+    assert nvml_threads() == 0
+
+
+def test_the_sampler_scans_the_process_tree_rarely(gpu, monkeypatch):
+    import os
+    import time
+
+    gpu.pids = [os.getpid(), *range(10**7, 10**7 + 7)]  # this process and 7 others on the card
+    scans = []
+    children = psutil.Process.children
+    monkeypatch.setattr(psutil.Process, "children", lambda self, *a, **k: scans.append(1) or children(self, *a, **k))
+    sampler = telemetry.NvmlSampler(interval_s=0.005).start()
+    time.sleep(0.5)
+    figures = sampler.stop()
+    assert gpu.calls >= 20, gpu.calls
+    assert len(scans) <= 2, f"{len(scans)} process-tree scans for {gpu.calls} samples"
+    assert figures["nvml_process_gb"] == pytest.approx(1.0) and figures["nvml_device_gb"] == pytest.approx(8.0)
+
+
+def test_peak_rss_is_each_tests_own_peak(tmp_path):
+    worker = EngineWorker(FAKE, tmp_path, start_timeout_s=120)
+    try:
+        worker.call("telemetry_begin")
+        worker.call("allocate", 800)
+        big = worker.call("telemetry_end")["rss_peak_gb"]
+        worker.call("telemetry_begin")
+        worker.call("allocate", 1)
+        small = worker.call("telemetry_end")["rss_peak_gb"]
+    finally:
+        worker.close(timeout_s=10)
+    assert big > 0.8
+    assert small < big - 0.6, (big, small)
+
+
+@pytest.mark.slow
+def test_a_failed_test_stops_the_sampler_and_threads_never_pile_up(run_benches, tmp_path):
+    log = tmp_path / "engine.jsonl"
+    out = run_benches("-p", "tests.fake_engines", "--lc-engine", "fake", "--lc-models", "tiny-llama",
+                      "--lc-ctx", "1k", "--lc-limit", "2", "-k", "longbench_v2 or pg19",  # one worker for both
+                      env={"LC_FAKE_LOG": str(log), "LC_FAKE_NVML": "1", "LC_FAKE_FAIL": "error-once"})
+    assert out.returncode == 1 and "1 failed" in out.stdout and "1 passed" in out.stdout, out.stdout[-3000:]
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    names = [e["event"] for e in events if e["event"] != "loglikelihood"]
+    assert names == ["load", "telemetry_begin", "generate", "telemetry_end",  # the failed test stopped it
+                     "telemetry_begin", "telemetry_end", "close"], names
+    scoring = [e["nvml_threads"] for e in events if e["event"] == "loglikelihood"]
+    assert scoring and set(scoring) == {1}  # one sampler while the second test runs, not two
+    assert events[-1]["nvml_threads"] == 0
+    test = only_run_summary(run_benches.results)["tests"][0]
+    assert test["benchmark"] == "pg19" and test["nvml_process_gb"] == pytest.approx(1.0)
+    assert "KV cache" in test["peak_mem_what"]

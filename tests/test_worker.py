@@ -1,0 +1,176 @@
+"""The engine worker process: replies matched to requests, fatal device errors, no orphans, children.
+
+Driven through a fake engine (tests/fake_engines.py) so the worker's behaviour is tested without a
+model; the last test runs the suite the way users do, with the fake engine as a plugin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from lcplugin.engines.base import EngineConfig
+from lcplugin.engines.worker import EngineWorker
+from lcplugin.errors import EngineError, WorkerDied
+
+from .conftest import REPO, only_run_summary
+from .fake_engines import CUDA_FATAL, register
+
+register()
+FAKE = EngineConfig(engine="fake", model="fake-model", source="-", tokenizer="-")
+
+
+@pytest.fixture
+def worker(tmp_path):
+    w = EngineWorker(FAKE, tmp_path / "logs", start_timeout_s=120)
+    yield w
+    w.close(timeout_s=10)
+
+
+def gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie nobody has reaped yet counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if gone(pid):
+            return True
+        time.sleep(0.1)
+    return gone(pid)
+
+
+def test_an_interrupted_call_never_hands_its_reply_to_the_next_call(worker):
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(KeyboardInterrupt):
+            worker.call("echo", "reply to the interrupted call", 1.0)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert worker.call("echo", "second") == "second"
+    assert worker.call("echo", "third") == "third"
+
+
+def test_a_fatal_cuda_error_is_a_dead_worker_with_its_cause(worker):
+    assert worker.call("echo", 1) == 1
+    with pytest.raises(WorkerDied) as info:
+        worker.call("fail", CUDA_FATAL)
+    assert CUDA_FATAL in str(info.value) and "fake-model" in str(info.value)
+    assert not worker.alive
+
+
+def test_an_ordinary_engine_error_keeps_the_worker(worker):
+    with pytest.raises(EngineError) as info:
+        worker.call("fail", "a bad argument")
+    assert not isinstance(info.value, WorkerDied) and "a bad argument" in str(info.value)
+    assert worker.alive and worker.call("echo", 2) == 2
+
+
+def test_the_worker_may_start_child_processes(worker, tmp_path):
+    # vLLM with tensor_parallel_size > 1 starts its own workers; a daemonic process may not
+    assert worker.call("start_child", str(tmp_path / "child.pid")) == 0
+    assert (tmp_path / "child.pid").read_text().isdigit()
+
+
+PARENT = textwrap.dedent('''
+    import sys
+    import time
+    from pathlib import Path
+    from lcplugin.engines.base import EngineConfig
+    from lcplugin.engines.worker import EngineWorker
+    from tests.fake_engines import register
+
+    if __name__ == "__main__":  # spawned workers import this module again
+        register()
+        config = EngineConfig(engine="fake", model="fake-model", source="-", tokenizer="-")
+        w = EngineWorker(config, Path(sys.argv[1]))
+        print(w.pid, flush=True)
+        if sys.argv[2] == "busy":
+            w.call("echo", None, 300.0)  # the worker is busy when its parent dies
+        elif sys.argv[2] == "idle":
+            time.sleep(300)  # the worker waits for a request when its parent dies
+''')
+
+
+def _start_parent(tmp_path: Path, mode: str) -> tuple[subprocess.Popen, int]:
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "LC_FAKE_LOG": str(tmp_path / "engine.jsonl")}
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "logs"), mode], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.strip().isdigit(), f"the parent printed {line!r}"
+    return proc, int(line)
+
+
+def test_the_worker_exits_when_its_parent_is_killed(tmp_path):
+    parent, pid = _start_parent(tmp_path, "busy")
+    try:
+        time.sleep(0.5)
+        assert not gone(pid)
+        parent.kill()  # SIGKILL: no atexit, no finally, nothing in the parent runs
+        parent.wait()
+        assert wait_gone(pid, 5), f"worker {pid} outlived its parent"
+    finally:
+        if not gone(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_an_idle_worker_closes_its_engine_when_its_parent_is_killed(tmp_path):
+    parent, pid = _start_parent(tmp_path, "idle")
+    try:
+        parent.kill()
+        parent.wait()
+        assert wait_gone(pid, 5), f"worker {pid} outlived its parent"
+        events = [json.loads(line)["event"] for line in (tmp_path / "engine.jsonl").read_text().splitlines()]
+        assert events == ["load", "close"]  # shut down cleanly (vLLM removes its shared memory), not killed
+    finally:
+        if not gone(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_parent_that_exits_without_closing_leaves_no_worker(tmp_path):
+    parent, pid = _start_parent(tmp_path, "exit")
+    try:
+        assert parent.wait(timeout=30) == 0  # a non-daemonic worker must not hold the exit up
+        assert wait_gone(pid, 5)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        if not gone(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_cuda_error_fails_one_test_and_the_next_gets_a_fresh_worker(run_benches, tmp_path):
+    log = tmp_path / "engine.jsonl"
+    out = run_benches("-p", "tests.fake_engines", "--lc-engine", "fake", "--lc-models", "tiny-llama",
+                      "--lc-ctx", "1k", "--lc-limit", "2", "-k", "longbench_v2 or pg19",  # one engine for both
+                      env={"LC_FAKE_LOG": str(log), "LC_FAKE_FAIL": "cuda-once"})
+    text = out.stdout
+    assert out.returncode == 1, text[-3000:]
+    assert "FAILED benches/test_longbench_v2.py::test_longbench_v2[tiny-llama-1k]" in text
+    assert "engine worker for tiny-llama died" in text and CUDA_FATAL in text
+    assert "1 passed" in text and "1 failed" in text
+    loads = [e["pid"] for e in map(json.loads, log.read_text().splitlines()) if e["event"] == "load"]
+    assert len(loads) == 2 and loads[0] != loads[1]  # the dead worker was discarded, not reused
+    assert [t["benchmark"] for t in only_run_summary(run_benches.results)["tests"]] == ["pg19"]
