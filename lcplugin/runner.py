@@ -16,8 +16,8 @@ from . import baselines, telemetry
 from .benchmarks.base import EvalSession, get_benchmark
 from .contexts import ctx_label
 from .engines.base import SIZED_BY_CONTEXT, EngineConfig, registered_engines
+from .engines.manager import EngineManager
 from .errors import EngineError, LcError, WorkerDied
-from .fixtures import EngineManager
 from .hub import hub_status, weights_unreachable
 from .session import Case, LcSession
 
@@ -143,6 +143,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     items = session.items[key]
     store = session.store
     worker = engines.get(config)
+    load_s = engines.last_load_s  # paid by this test (its model's first), never counted in wall_s
     worker.call("telemetry_begin")
     test_key = session.test_key(case.benchmark, case.spec, case.ctx, source.digest)
     wanted = {it.id for it in items}
@@ -184,6 +185,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     summary = summarize(records, {
         "benchmark": case.benchmark, "model": case.spec.name, "ctx": case.ctx, "ctx_label": ctx_label(case.ctx),
         "family": case.spec.family, "engine": config.engine, "test": case.id, "wall_s": wall,
+        "worker": engines.worker, "engine_load_s": load_s,
         # peak_mem_gb is the torch allocator's peak: the figure to read for memory. NVML's device figure
         # includes other processes and, under vLLM, its pre-allocation; its process figure too.
         "peak_mem_gb": tele.get("torch_peak_gb"), "nvml_device_gb": tele.get("nvml_device_gb"),

@@ -155,6 +155,7 @@ class LcSession:
         self.items: dict[tuple, list] = {}
         self.token_caches: dict[int, Any] = {}
         self._store: RunStore | None = None
+        self._run_id: str | None = None
         self.worker_run: tuple[str, str] | None = None  # (run id, worker id) under pytest-xdist
 
     def engine_of(self, spec: ModelSpec) -> str:
@@ -169,13 +170,6 @@ class LcSession:
 
     def cases(self, benchmark: str) -> list[Case]:
         return [Case(benchmark, spec, ctx) for spec in self.selected for ctx in self.contexts_for(spec)]
-
-    def gpus_per_model(self) -> int:
-        """The most GPUs one selected model needs: its vLLM ``tensor_parallel_size`` (spec or LCPLUGIN_TP)."""
-        from .engines.base import tensor_parallel_size
-
-        return max([tensor_parallel_size(self.engine_args_for(spec)) for spec in self.selected
-                    if self.engine_of(spec) == "vllm"] or [1])
 
     def model_order(self, name: str) -> int:
         return [s.name for s in self.selected].index(name)
@@ -195,19 +189,31 @@ class LcSession:
         return DataSource(kind="hub", location=key, digest=f"hub:{key}")
 
     @property
+    def results_root(self) -> Path:
+        results = self.settings.results
+        return results if results.is_absolute() else self.rootdir / results
+
+    @property
+    def run_id(self) -> str:
+        """The run's folder name, chosen without creating anything (a session that runs no lcplugin
+        test must leave no folder): the xdist controller's, ``--lc-resume RUN_ID``, else an unfinished
+        run with the same settings, else a new one."""
+        if self._run_id is None:
+            root, fingerprint = self.results_root, self.settings.fingerprint()
+            run_id = (self.worker_run[0] if self.worker_run else None) or self.settings.resume \
+                or find_unfinished(root, fingerprint)
+            if self.settings.resume and not (root / self.settings.resume).is_dir():
+                raise LcError(f"--lc-resume {run_id}: no such run folder under {root}")
+            self._run_id = run_id or time.strftime("%Y%m%d-%H%M%S") + "-" + fingerprint[:6]
+        return self._run_id
+
+    @property
     def store(self) -> RunStore:
-        """The run folder: ``--lc-resume RUN_ID``, else an unfinished run with the same settings, else new."""
+        """The run folder, created on first use (the first test that records something)."""
         if self._store is None:
             from . import telemetry
 
-            results = self.settings.results
-            root = results if results.is_absolute() else self.rootdir / results
-            fingerprint = self.settings.fingerprint()
-            run_id = (self.worker_run[0] if self.worker_run else None) or self.settings.resume \
-                or find_unfinished(root, fingerprint)
-            if self.settings.resume and not (root / run_id).is_dir():
-                raise LcError(f"--lc-resume {run_id}: no such run folder under {root}")
-            run_id = run_id or time.strftime("%Y%m%d-%H%M%S") + "-" + fingerprint[:6]
+            root, fingerprint, run_id = self.results_root, self.settings.fingerprint(), self.run_id
             meta = {
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "settings": {**{k: (str(v) if isinstance(v, Path) else v)

@@ -12,27 +12,52 @@ import pytest
 from .conftest import REPO, only_run_summary
 
 QUALITY = ("n", "correct", "nulls", "accuracy", "null_rate", "accuracy_ci95", "buckets", "truncated")
-ARGS = ("--lc-models", "tiny-llama,tiny-mamba2", "--lc-ctx", "1k", "--lc-limit", "3", "-k", "longbench_v2 or pg19")
+MODELS = ("tiny-llama", "tiny-mamba", "tiny-mamba2", "tiny-zamba2")
+ARGS = ("--lc-models", ",".join(MODELS), "--lc-ctx", "1k,2k", "--lc-limit", "2", "-k", "longbench_v2 or pg19")
 
 
 def _by_test(summary):
     return {(t["benchmark"], t["model"], t["ctx"]): t for t in summary["tests"]}
 
 
+def _one_load_per_model(summary, models):
+    """Each model loaded once, on the worker that ran all its tests."""
+    loads = summary["run"]["engine_loads"]
+    assert sorted(load["model"] for load in loads) == sorted(models), loads
+    assert all(load["load_s"] > 0 for load in loads)
+    where = {load["model"]: load["worker"] for load in loads}
+    for t in summary["tests"]:
+        assert t["worker"] == where[t["model"]], (t["test"], t["worker"], where)
+    return where
+
+
+def test_xdist_groups_tests_by_model_and_loads_each_engine_once(run_benches, tmp_path):
+    out = run_benches("--lc-models", "tiny-llama,tiny-mamba2", "--lc-ctx", "1k,2k", "--lc-limit", "1",
+                      "-k", "longbench_v2", "-n", "2", "--lc-results", str(tmp_path / "two"))
+    assert out.returncode == 0, out.stdout[-3000:]
+    summary = only_run_summary(tmp_path / "two")
+    assert len(summary["tests"]) == 4
+    where = _one_load_per_model(summary, ["tiny-llama", "tiny-mamba2"])
+    assert set(where.values()) == {"gw0", "gw1"}  # two models, two workers: one each
+    assert "load_s" in out.stdout and "engine loads: 2" in out.stdout
+
+
 @pytest.mark.slow
 def test_xdist_two_workers_give_the_summary_of_one(run_benches, tmp_path):
-    one = run_benches(*ARGS, "-n", "1", "--lc-results", str(tmp_path / "one"))
-    two = run_benches(*ARGS, "-n", "2", "--lc-results", str(tmp_path / "two"))
+    one = run_benches(*ARGS, "-n", "1", "--lc-results", str(tmp_path / "one"), timeout=1800)
+    two = run_benches(*ARGS, "-n", "2", "--lc-results", str(tmp_path / "two"), timeout=1800)
     assert one.returncode == 0 and two.returncode == 0, two.stdout[-3000:]
     a, b = only_run_summary(tmp_path / "one"), only_run_summary(tmp_path / "two")  # one run folder each
-    assert set(_by_test(a)) == set(_by_test(b)) and len(b["tests"]) == 4
+    assert set(_by_test(a)) == set(_by_test(b)) and len(b["tests"]) == 16
+    _one_load_per_model(a, MODELS)
+    _one_load_per_model(b, MODELS)
     for key, t in _by_test(a).items():
         for field in QUALITY:
             assert _by_test(b)[key][field] == t[field], (key, field)
         if key[0] == "pg19":
             assert _by_test(b)[key]["perplexity"] == pytest.approx(t["perplexity"], rel=1e-6)
     assert b["run"]["finished"] and not list((tmp_path / "two").glob("*/summary.*.json"))
-    assert "lcplugin summary" in two.stdout and "tiny-mamba2-1k" in two.stdout
+    assert "lcplugin summary" in two.stdout and "tiny-mamba2-2k" in two.stdout
     # each of two workers gets half the cores, not all of them twice over (oversubscribed, -n 2 ran 3.5x slower)
     cores = len(os.sched_getaffinity(0))
     assert {t["cpu_threads"] for t in a["tests"]} == {cores}
