@@ -96,8 +96,8 @@ ENV_PROBE = """
 import json, os
 from pathlib import Path
 
-def pytest_sessionstart(session):
-    worker = getattr(session.config, "workerinput", {}).get("workerid", "controller")
+def pytest_runtest_teardown(item):  # after an lcplugin test: the worker shares devices at its first one
+    worker = getattr(item.config, "workerinput", {}).get("workerid", "controller")
     keys = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
     Path(os.environ["LC_PROBE_DIR"], worker + ".json").write_text(json.dumps({k: os.environ.get(k) for k in keys}))
 """
@@ -119,10 +119,39 @@ def test_each_worker_gets_the_gpus_of_the_largest_tensor_parallel_model(run_benc
     probes = tmp_path / "probes"
     probes.mkdir()
     out = run_benches("-p", "lc_env_probe", "--lc-specs", str(specs), "--lc-models", "tiny-llama,big-vllm",
-                      "-k", "no_such_test", "-n", "2",
-                      env={"PYTHONPATH": str(tmp_path), "LC_PROBE_DIR": str(probes), "CUDA_VISIBLE_DEVICES": ""})
-    assert out.returncode == 5, out.stdout[-3000:]  # every test deselected: the workers only start
+                      "--lc-ctx", "1k", "--lc-limit", "1", "-k", "longbench_v2", "-n", "2",
+                      env={"PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]), "LC_PROBE_DIR": str(probes),
+                           "LCPLUGIN_GPU_COUNT": "4"})
+    assert out.returncode == 0, out.stdout[-3000:]  # tiny-llama passes; big-vllm skips (no weights)
     seen = {p.stem: json.loads(p.read_text()) for p in probes.glob("gw*.json")}
     threads = str(max(1, len(os.sched_getaffinity(0)) // 2))
     assert seen == {"gw0": {"CUDA_VISIBLE_DEVICES": "0,1", "OMP_NUM_THREADS": threads},
                     "gw1": {"CUDA_VISIBLE_DEVICES": "2,3", "OMP_NUM_THREADS": threads}}
+
+
+def test_three_shards_merged_equal_one_run(run_benches, tmp_path):
+    """Several hosts: one model per shard, merged, gives the one-run summary and records."""
+    models = ("tiny-llama", "tiny-mamba", "tiny-mamba2")
+    common = ("--lc-ctx", "1k", "--lc-limit", "2", "-k", "longbench_v2")
+    whole = run_benches("--lc-models", ",".join(models), *common, "--lc-results", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stdout[-2000:]
+    for model in models:
+        out = run_benches("--lc-models", model, *common, "--lc-results", str(tmp_path / "shards" / model))
+        assert out.returncode == 0, out.stdout[-2000:]
+    shards = [str(next((tmp_path / "shards" / m).iterdir())) for m in models]
+    merged = tmp_path / "merged"
+    out = subprocess.run([sys.executable, "-m", "lcplugin", "merge", *shards, "--out", str(merged)], cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    one, joined = only_run_summary(tmp_path / "whole"), json.loads((merged / "summary.json").read_text())
+    assert set(_by_test(one)) == set(_by_test(joined)) and len(joined["tests"]) == 3
+    for key, t in _by_test(one).items():
+        for field in QUALITY:
+            assert _by_test(joined)[key][field] == t[field], (key, field)
+    timing = ("ttft_s", "decode_s", "batch_key")  # measured, or keyed by process and time
+
+    def records(folder):
+        return {p.relative_to(folder): [{k: v for k, v in json.loads(line).items() if k not in timing}
+                                        for line in p.read_text().splitlines()]
+                for p in folder.glob("records/*/*.jsonl")}
+    assert records(next((tmp_path / "whole").iterdir())) == records(merged)

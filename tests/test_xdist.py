@@ -133,3 +133,23 @@ def test_benchmark_json_under_xdist_lists_every_test(run_benches, tmp_path):
     compared = subprocess.run([str(cli), "compare", str(path)], capture_output=True, text=True)
     assert compared.returncode == 0, compared.stderr
     assert "test_longbench_v2[tiny-mamba2-1k]" in compared.stdout
+
+
+def test_xdist_speedup_script_runs_on_cpu_with_tiny_models(tmp_path):
+    """scripts/gpu/xdist-speedup.sh, checked here before the lead spends GPU time on it."""
+    from .conftest import REPO
+
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "TEMPLATE": "lcplugin/specs/tiny-llama.toml", "CTX": "1k", "LIMIT": "1",
+           "NS": "1 2", "DATA": "", "PY": sys.executable, "SPECS": str(tmp_path / "specs")}
+    env.pop("OMP_NUM_THREADS", None)
+    run = subprocess.run(["bash", "scripts/gpu/xdist-speedup.sh"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    rows = json.loads((out / "xdist-speedup.json").read_text())
+    assert set(rows) == {"1", "2"}
+    for n, row in rows.items():
+        assert row["tests"] == 4 and row["wall_s"] > row["test_s"] > 0
+        assert sorted(x["model"] for x in row["engine_loads"]) == [f"xdist-{m}" for m in "abcd"]
+        assert row["workers"] == (["gw0"] if n == "1" else ["gw0", "gw1"])
+    assert rows["1"]["speedup"] == 1.0
