@@ -21,6 +21,8 @@ from .errors import LcError
 from .session import Case, LcSession, Settings, parse_data_options, parse_engine_args, parse_select
 
 _SESSION = pytest.StashKey[LcSession]()
+_WORKER = pytest.StashKey[Any]()  # distributed.Worker, in a pytest-xdist worker
+_PLAN_WORKERS = pytest.StashKey[int]()
 # benchmarks that share a context window (Benchmark.context_window) run side by side: one vLLM load
 _BENCH_ORDER = ("longbench_v2", "pg19", "ada_leval_bestanswer", "ada_leval_tsort")
 
@@ -71,6 +73,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="PG-19: score the last K tokens of each window (default 100)")
     g.addoption("--lc-strict", action="store_true",
                 help="fail the session when no lcplugin test ran (all skipped, or none selected): for CI")
+    g.addoption("--lc-plan", action="store_true",
+                help="print each worker's models and estimated tokens (and hours, where an earlier run measured "
+                     "them on this device), then exit without running (with -n N: for N workers)")
 
 
 def _settings(config: pytest.Config) -> Settings:
@@ -121,46 +126,29 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and "lc_run_id" in workerinput:  # a pytest-xdist worker
+        from .distributed import Worker
+
         lc.worker_run = (workerinput["lc_run_id"], workerinput["workerid"])
-        _share_devices(workerinput["workerid"], workerinput.get("workercount", 1), workerinput.get("lc_gpus", 1))
+        config.stash[_WORKER] = Worker(workerinput)
     elif config.pluginmanager.hasplugin("xdist") and getattr(config.option, "numprocesses", None):
-        if getattr(config.option, "dist", "no") in ("no", "load"):
-            config.option.dist = "loadgroup"  # whole models to one worker: each engine loads once
-        config.pluginmanager.register(_XdistController(lc), "lcplugin-xdist")
+        if config.getoption("--lc-plan"):  # collect here and plan for the workers, start none
+            config.stash[_PLAN_WORKERS] = len(config.option.tx or []) or int(config.option.numprocesses)
+            config.option.dist, config.option.tx = "no", []
+            return
+        from .distributed import XdistController
+
+        config.pluginmanager.register(XdistController(lc, config), "lcplugin-xdist")
 
 
-def _share_devices(worker_id: str, workers: int, gpus: int = 1) -> None:
-    """Give worker gwN its own GPU set and its share of the CPU cores, unless the user chose.
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto``: one worker per GPU share on a GPU machine, in an lcplugin session (distributed.py)."""
+    from .distributed import auto_workers
 
-    GPUs: ``LCPLUGIN_GPUS_PER_WORKER`` of them, else ``gpus``: the largest tensor-parallel size among
-    the selected models, so a worker can hold any model it may be given. CPU threads: cores / workers, through
-    ``OMP_NUM_THREADS``, which the engine worker's torch reads when it starts; left to each torch's
-    default (all cores), N workers' thread pools fight over the same cores and a CPU run with ``-n 2``
-    took 3.5 times as long as with ``-n 1`` (BENCHMARKS.md).
-    """
-    import os
-
-    if not worker_id.startswith("gw"):
-        return
-    if not os.environ.get("OMP_NUM_THREADS"):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // max(1, workers)))
-    if os.environ.get("CUDA_VISIBLE_DEVICES"):
-        return
-    per = int(os.environ.get("LCPLUGIN_GPUS_PER_WORKER") or gpus)
-    index = int(worker_id[2:])
-    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(index * per + i) for i in range(per))
-
-
-class _XdistController:
-    """Hands every worker the run id, so all write into one run folder."""
-
-    def __init__(self, lc: LcSession) -> None:
-        self.lc = lc
-
-    def pytest_configure_node(self, node: Any) -> None:
-        node.workerinput["lc_run_id"] = self.lc.store.run_id
-        node.workerinput["lc_gpus"] = self.lc.gpus_per_model()
+    try:
+        return auto_workers(LcSession(_settings(config), Path(str(config.rootpath))), config)
+    except LcError:
+        return None  # pytest_configure reports it
 
 
 def lc_session_of(config: pytest.Config) -> LcSession:
@@ -207,6 +195,19 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return (1, lc.model_order(case.spec.name), case.ctx, bench, index)
 
     items[:] = [item for _, item in sorted(enumerate(items), key=key)]
+    if config.getoption("--lc-plan"):
+        from .plan import plan_lines
+
+        tr = config.pluginmanager.getplugin("terminalreporter")
+        lines = plan_lines(lc, [item.nodeid for item in items], config.stash.get(_PLAN_WORKERS, 1))
+        for line in lines:
+            tr.write_line(line) if tr else print(line)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    """``--lc-plan`` prints the plan at collection and runs nothing, like ``--collect-only``."""
+    return True if session.config.getoption("--lc-plan") else None
 
 
 @pytest.fixture(scope="session")
@@ -215,11 +216,16 @@ def lc_session(request: pytest.FixtureRequest) -> LcSession:
 
 
 @pytest.fixture(scope="session")
-def lc_engines(lc_session: LcSession) -> Iterator[Any]:
-    """One engine worker at a time, reused by all tests of a model."""
-    from .fixtures import EngineManager
+def lc_engines(lc_session: LcSession, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """One engine worker at a time, reused by all tests of a model; every load recorded in the run."""
+    from .distributed import record_load
+    from .engines.manager import EngineManager
 
-    manager = EngineManager(lc_session.store.dir / "logs")
+    worker = request.config.stash.get(_WORKER, None)
+    if worker is not None:  # now that this pytest-xdist worker runs lcplugin tests: its GPUs and cores
+        worker.share_devices()
+    manager = EngineManager(lc_session.store.dir / "logs", worker.id if worker else "main",
+                            on_load=record_load(lambda: lc_session.store))
     yield manager
     manager.shutdown()
 
@@ -238,11 +244,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A run that went through (passed or failed) is finished; a killed or interrupted one is not,
     so the next session with the same settings continues it."""
     lc = session.config.stash.get(_SESSION, None)
-    if lc is None or lc._store is None or lc.worker_run is not None:
+    if lc is None or lc.worker_run is not None:
         return
-    lc.store.merge_parts()
-    if not lc.summaries:  # the tests ran in xdist workers: show what they recorded
-        lc.summaries.extend(lc.store.tests.values())
+    controller = session.config.pluginmanager.get_plugin("lcplugin-xdist")
+    if controller is not None:  # the tests ran in xdist workers: merge and show what they recorded
+        lc._store = controller.finish()
+        if lc._store is not None:
+            lc.summaries.extend(lc._store.tests.values())
+        controller.write_benchmark_json()
+    if lc._store is None:  # no lcplugin test recorded anything: nothing to finish
+        return
     if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         lc.store.finish()
 
@@ -264,7 +275,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr = terminalreporter
     tr.write_sep("=", "lcplugin summary")
     header = (f"{'test':<44} {'n':>4} {'acc':>6} {'ci95':>13} {'null':>6} {'prefill/s':>10} {'decode/s':>9} "
-              f"{'ttft_s':>7} {'mem_gb':>7} {'ppl':>8} {'vs baseline':>18}")
+              f"{'ttft_s':>7} {'mem_gb':>7} {'ppl':>8} {'test_s':>7} {'load_s':>7} {'worker':>6} {'vs baseline':>18}")
     tr.write_line(header)
     for s in lc.summaries:
         ci = s.get("accuracy_ci95")
@@ -282,7 +293,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             f"{('[' + _fmt(ci[0], '.2f') + ',' + _fmt(ci[1], '.2f') + ']') if ci else '-':>13} "
             f"{_fmt(s.get('null_rate'), '.3f'):>6} {_fmt(s.get('prefill_tok_s'), '.0f'):>10} "
             f"{_fmt(s.get('decode_tok_s'), '.1f'):>9} {_fmt(s.get('ttft_s'), '.3f'):>7} "
-            f"{_fmt(s.get('peak_mem_gb'), '.2f'):>7} {_fmt(s.get('perplexity'), '.2f'):>8} {vs:>18}")
+            f"{_fmt(s.get('peak_mem_gb'), '.2f'):>7} {_fmt(s.get('perplexity'), '.2f'):>8} "
+            f"{_fmt(s.get('wall_s'), '.1f'):>7} {_fmt(s.get('engine_load_s'), '.1f'):>7} {s.get('worker') or '-':>6} {vs:>18}")
+    loads = lc.store.meta.get("engine_loads", [])
+    tr.write_line(f"engine loads: {len(loads)}, {sum(x['load_s'] for x in loads):.1f} s "
+                  f"({', '.join(sorted({x['model'] + '@' + x['worker'] for x in loads}))}); "
+                  f"tests: {sum(s.get('wall_s') or 0 for s in lc.summaries):.1f} s")
     tr.write_line(f"run folder: {lc.store.dir}  (per-item records under records/, summary.json)")
     try:
         from .report import write_report

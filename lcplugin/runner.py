@@ -19,8 +19,8 @@ from . import baselines, telemetry
 from .benchmarks.base import EvalSession, get_benchmark
 from .contexts import ctx_label
 from .engines.base import SIZED_BY_CONTEXT, EngineConfig, registered_engines
+from .engines.manager import EngineManager
 from .errors import EngineError, LcError, WorkerDied
-from .fixtures import EngineManager
 from .hub import hub_status, weights_unreachable
 from .session import Case, LcSession
 
@@ -147,6 +147,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     items = session.items[key]
     store = session.store
     worker = engines.get(config)
+    load_s = engines.last_load_s  # paid by this test (its model's first), never counted in wall_s
     worker.call("telemetry_begin")
     test_key = session.test_key(case.benchmark, case.spec, case.ctx, source.digest)
     wanted = {it.id for it in items}
@@ -195,6 +196,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     summary = summarize(records, {
         "benchmark": case.benchmark, "model": case.spec.name, "ctx": case.ctx, "ctx_label": ctx_label(case.ctx),
         "family": case.spec.family, "engine": config.engine, "test": case.id, "wall_s": wall,
+        "worker": engines.worker, "engine_load_s": load_s,
         # peak_mem_gb is the torch allocator's peak, and peak_mem_what says what it holds under this engine
         # (under vLLM its whole KV-cache pool). NVML's device figure includes other processes and, under
         # vLLM, its pre-allocation; its process figure too.

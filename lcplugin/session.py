@@ -177,6 +177,7 @@ class LcSession:
         self._store: RunStore | None = None
         self._lock: RunLock | None = None  # held from the run folder's choice to the session's end
         self._digests: dict[tuple[str, str], str] = {}  # data digests, computed once per session
+        self._run_id: str | None = None
         self.worker_run: tuple[str, str] | None = None  # (run id, worker id) under pytest-xdist
 
     def engine_of(self, spec: ModelSpec) -> str:
@@ -191,13 +192,6 @@ class LcSession:
 
     def cases(self, benchmark: str) -> list[Case]:
         return [Case(benchmark, spec, ctx) for spec in self.selected for ctx in self.contexts_for(spec)]
-
-    def gpus_per_model(self) -> int:
-        """The most GPUs one selected model needs: its vLLM ``tensor_parallel_size`` (spec or LCPLUGIN_TP)."""
-        from .engines.base import tensor_parallel_size
-
-        return max([tensor_parallel_size(self.engine_args_for(spec)) for spec in self.selected
-                    if self.engine_of(spec) == "vllm"] or [1])
 
     def model_order(self, name: str) -> int:
         return [s.name for s in self.selected].index(name)
@@ -251,12 +245,23 @@ class LcSession:
             raise LcError(f"--lc-resume {run_id}: another session{f' (pid {pid})' if pid else ''} holds that run "
                           f"folder ({folder / '.lock'}); wait for it to end, or drop --lc-resume to start a new run")
 
-    def _claim_run(self, root: Path, fingerprint: str) -> str:
-        """The run folder this session writes, locked: the one named by --lc-resume, else the newest
-        unfinished run with these settings that no running session holds, else a new one."""
-        if self.settings.resume:
-            self.claim_resume()
-            return self.settings.resume
+    @property
+    def run_id(self) -> str:
+        """The run's folder name, chosen without creating a folder (a session that runs no lcplugin test
+        must leave none): the xdist controller's, ``--lc-resume RUN_ID``, else the newest unfinished run
+        with these settings that no running session holds (locked now), else a new name."""
+        if self._run_id is None:
+            root, fingerprint = self.results_root(), self.settings.fingerprint()
+            if self.worker_run:  # an xdist worker writes into its controller's folder, under its lock
+                self._run_id = self.worker_run[0]
+            elif self.settings.resume:
+                self.claim_resume()
+                self._run_id = self.settings.resume
+            else:
+                self._run_id = self._claim_unfinished(root, fingerprint) or self._new_run_id(root, fingerprint)
+        return self._run_id
+
+    def _claim_unfinished(self, root: Path, fingerprint: str) -> str | None:
         for run_id in unfinished_runs(root, fingerprint):
             self._lock = RunLock.acquire(root / run_id)
             if self._lock is not None and _unfinished(root / run_id, fingerprint):
@@ -264,16 +269,15 @@ class LcSession:
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
+        return None
+
+    @staticmethod
+    def _new_run_id(root: Path, fingerprint: str) -> str:
         base = time.strftime("%Y%m%d-%H%M%S") + "-" + fingerprint[:6]
         run_id, n = base, 1
-        while True:  # two sessions started in the same second get two folders
-            try:
-                (root / run_id).mkdir(parents=True)
-                break
-            except FileExistsError:
-                n += 1
-                run_id = f"{base}-{n}"
-        self._lock = RunLock.acquire(root / run_id)
+        while (root / run_id).exists():  # two sessions started in the same second get two folders
+            n += 1
+            run_id = f"{base}-{n}"
         return run_id
 
     def close(self) -> None:
@@ -282,17 +286,28 @@ class LcSession:
             self._lock.release()
             self._lock = None
 
+    def hold_run_folder(self) -> None:
+        """Create this run's folder and lock it for the session's life: at the first test that records
+        something, or (pytest-xdist) in the controller once its workers are known to run lcplugin tests.
+        xdist workers write under their controller's lock."""
+        if self.worker_run or self._lock is not None:
+            return
+        folder = self.results_root() / self.run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        self._lock = RunLock.acquire(folder)
+        if self._lock is None:
+            raise LcError(f"run folder {folder}: another session took it at the same moment; run again")
+
     @property
     def store(self) -> RunStore:
-        """The run folder: ``--lc-resume RUN_ID``, else an unfinished run with the same settings that no
-        running session holds, else new; locked for this session's life (``close``)."""
+        """The run folder, created and locked on first use (the first test that records something):
+        ``--lc-resume RUN_ID``, else an unfinished run with the same settings that no running session
+        holds, else new; the lock is held for this session's life (``close``)."""
         if self._store is None:
             from . import telemetry
 
-            root = self.results_root()
-            fingerprint = self.settings.fingerprint()
-            # an xdist worker writes into its controller's folder, under the controller's lock
-            run_id = self.worker_run[0] if self.worker_run else self._claim_run(root, fingerprint)
+            root, fingerprint, run_id = self.results_root(), self.settings.fingerprint(), self.run_id
+            self.hold_run_folder()
             meta = {
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "settings": {**{k: (str(v) if isinstance(v, Path) else v)

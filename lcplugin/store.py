@@ -103,18 +103,6 @@ class RunStore:
     def write_summary(self) -> None:
         atomic_write_json(self.dir / self.summary_name, {"run": self.meta, "tests": list(self.tests.values())})
 
-    def merge_parts(self) -> None:
-        """Fold the workers' ``summary.<worker>.json`` into this summary, as if one process had run."""
-        for part in sorted(self.dir.glob("summary.*.json")):
-            try:
-                tests = json.loads(part.read_text(encoding="utf-8")).get("tests", [])
-            except (OSError, json.JSONDecodeError):
-                continue
-            for t in tests:
-                self.tests[test_key(t["benchmark"], t["model"], t["ctx"])] = t
-            part.unlink()
-        self.write_summary()
-
 
 class RunLock:
     """An OS lock on ``RUN_DIR/.lock``, held by the one session that writes the run folder.

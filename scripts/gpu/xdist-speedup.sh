@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Issue 11.5: whole-command wall time of `pytest benches -n 1` against `-n 2` (and `-n 4`) on a balanced
+# matrix: four models of equal cost (copies of one spec under four names, one checkpoint), LongBench-v2
+# at 8k and 32k, LIMIT items each. Prints and writes $OUT/xdist-speedup.json: per -n, the wall time,
+# the sum of engine loads and of test times, and run.engine_loads (each model must load once).
+#   GPUs:  bash scripts/gpu/xdist-speedup.sh            # NS defaults to "1 2", "1 2 4" with 4+ GPUs
+#   CPU check (tests/test_xdist.py runs it): TEMPLATE=lcplugin/specs/tiny-llama.toml CTX=1k LIMIT=1 NS="1 2" \
+#          DATA= bash scripts/gpu/xdist-speedup.sh
+# Needs, on a GPU machine, .carry/ (scripts/gpu/prepare-carry.sh) for the tokenizer and the data subset.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-results/xdist-speedup}
+TEMPLATE=${TEMPLATE:-benches/reference/specs/llama-3.1-8b-random.toml}
+CTX=${CTX:-8k,32k}
+LIMIT=${LIMIT:-3}
+DATA=${DATA-.carry/lb2_long.jsonl.xz}
+PY=${PY:-python3}
+SPECS=${SPECS:-/tmp/lc-xdist-specs}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+gpus=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU ' || true)
+if [ -z "${NS:-}" ]; then NS="1 2"; [ "$gpus" -ge 4 ] && NS="1 2 4"; fi
+mkdir -p "$OUT" "$SPECS"
+if [ "$TEMPLATE" = benches/reference/specs/llama-3.1-8b-random.toml ] && [ ! -f /tmp/lc-ckpt/llama-3.1-8b/config.json ]; then
+  $PY -c "from pathlib import Path; from lcplugin.random_models import make
+make('llama-3.1-8b', Path('/tmp/lc-ckpt/llama-3.1-8b'), Path('.carry/tokenizers/llama3.1'))" 2>&1 | tail -3
+fi
+models=()
+for m in a b c d; do  # four names, one checkpoint: equal work, four engine loads
+  sed -E "s/^name = .*/name = \"xdist-$m\"/" "$TEMPLATE" > "$SPECS/xdist-$m.toml"
+  models+=("xdist-$m")
+done
+rm -f "$OUT/walls.txt.tmp"
+data=(); [ -n "$DATA" ] && data=(--lc-data "longbench_v2=$DATA")
+for n in $NS; do
+  rm -rf "$OUT/runs-n$n"
+  start=$(date +%s.%N)
+  $PY -m pytest benches/test_longbench_v2.py -p no:cacheprovider -q --lc-specs "$SPECS" \
+    --lc-models "$(IFS=,; echo "${models[*]}")" --lc-ctx "$CTX" --lc-limit "$LIMIT" "${data[@]}" \
+    --lc-sampling greedy --lc-results "$OUT/runs-n$n" --lc-baselines /tmp/lc-xdist-baselines -n "$n" \
+    > "$OUT/pytest-n$n.log" 2>&1 || { tail -30 "$OUT/pytest-n$n.log"; exit 1; }
+  echo "$n $start $(date +%s.%N)" >> "$OUT/walls.txt.tmp"
+  tail -3 "$OUT/pytest-n$n.log"
+done
+mv "$OUT/walls.txt.tmp" "$OUT/walls.txt"
+$PY - "$OUT" <<'PYEOF'
+import json, sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+rows = {}
+for line in (out / "walls.txt").read_text().split("\n"):
+    if not line.strip():
+        continue
+    n, start, end = line.split()
+    wall = float(end) - float(start)
+    summary = json.loads(next((out / f"runs-n{n}").glob("*/summary.json")).read_text())
+    loads = summary["run"].get("engine_loads", [])
+    rows[n] = {"wall_s": float(wall), "tests": len(summary["tests"]),
+               "load_s": sum(x["load_s"] for x in loads), "test_s": sum(t["wall_s"] for t in summary["tests"]),
+               "engine_loads": loads, "workers": sorted({t["worker"] for t in summary["tests"]})}
+base = rows.get("1", {}).get("wall_s")
+for row in rows.values():
+    row["speedup"] = base / row["wall_s"] if base else None
+(out / "xdist-speedup.json").write_text(json.dumps(rows, indent=2))
+print(json.dumps({n: {k: r[k] for k in ("wall_s", "speedup", "load_s", "test_s", "workers")} for n, r in rows.items()}))
+PYEOF
