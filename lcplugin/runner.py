@@ -170,13 +170,15 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
         done_ids=frozenset(str(r["id"]) for r in records),
         loglikelihood=lambda tokens, k: worker.call("loglikelihood", tokens, k))
     if pytest_config is not None:
-        from .progress import for_pytest
+        from .progress import for_pytest, known_rates
 
         passes = getattr(bench, "passes", 1)
-        progress = for_pytest(pytest_config, f"{case.benchmark}[{case.id}]",
-                              bench.progress_total(items, eval_session.done_ids),
+        total = bench.progress_total(items, eval_session.done_ids)
+        rates = known_rates(store.dir.parent, session.baselines_dir(), case.spec.name, case.ctx, store.meta.get("device"))
+        progress = for_pytest(pytest_config, f"{case.benchmark}[{case.id}]", total,
                               lambda: sum(r.get("prompt_tokens", 0) + r.get("output_tokens", 0) for r in records),
-                              unit="items" if passes == 1 else f"passes ({passes} per item)")
+                              unit="items" if passes == 1 else f"passes ({passes} per item)",
+                              plan=bench.cost_plan(total, case.ctx, sampling), rates=rates)
         eval_session.progress = progress.advance
     started = time.perf_counter()
     try:

@@ -138,6 +138,13 @@ class Benchmark:
         """The units ``evaluate`` will report through ``session.progress``: here one per item."""
         return len(items)
 
+    def cost_plan(self, n_items: int, ctx: int, sampling: SamplingSettings) -> list[tuple[int, int]]:
+        """(prompt tokens, output tokens) expected per item, priced by the progress line's time left.
+
+        An upper bound before any prompt is built: a prompt fills the context less the generation
+        budget, an item generates its whole budget; the observed pace corrects it as items finish."""
+        return [(max(1, ctx - sampling.max_new_tokens), sampling.max_new_tokens)] * n_items
+
 
 class GenerationBenchmark(Benchmark):
     """A benchmark that sends one prompt per item and scores the generated text."""

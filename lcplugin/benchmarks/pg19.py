@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..engines.base import SamplingSettings
 from ..errors import DataError
 from .base import Benchmark, DataSource, EvalSession, Item
 
@@ -100,6 +101,10 @@ class PG19(Benchmark):
                 })
             if session.progress:
                 session.progress(1)
+
+    def cost_plan(self, n_items: int, ctx: int, sampling: SamplingSettings) -> list[tuple[int, int]]:
+        """A book is read as its windows of ``ctx`` tokens, prefill only (shorter books give fewer)."""
+        return [(self.options.pg19_windows * ctx, 0)] * n_items
 
     def aggregate(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         nll = sum(r["nll"] for r in records)
