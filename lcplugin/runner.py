@@ -26,7 +26,7 @@ from .session import Case, LcSession
 
 SYNTHETIC_DEFAULT_LIMIT = 8
 PROPERTY_FIELDS = ("n", "accuracy", "null_rate", "prefill_tok_s", "decode_tok_s", "ttft_s", "latency_p50_s",
-                   "latency_p95_s", "wall_s", "peak_mem_gb", "nvml_device_gb", "nvml_process_gb",
+                   "latency_p95_s", "wall_s", "items_per_hour", "peak_mem_gb", "nvml_device_gb", "nvml_process_gb",
                    "energy_j_per_item", "peak_rss_gb", "truncated", "perplexity", "bits_per_byte")
 
 
@@ -153,6 +153,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     wanted = {it.id for it in items}
     records = [r for r in store.resume_records(case.benchmark, case.spec.name, case.ctx, test_key)
                if r["id"] in wanted or str(r["id"]).split("@")[0] in wanted]
+    resumed = len(records)  # items a killed run already did: not part of this wall time
     batch_prefix = f"{worker.pid}-{time.time_ns()}"  # batch ids are unique within one worker's life
 
     def emit(record: dict[str, Any]) -> None:
@@ -198,6 +199,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     summary = summarize(records, {
         "benchmark": case.benchmark, "model": case.spec.name, "ctx": case.ctx, "ctx_label": ctx_label(case.ctx),
         "family": case.spec.family, "engine": config.engine, "test": case.id, "wall_s": wall,
+        "items_run": len([r for r in records[resumed:] if not r.get("skipped")]),
         "worker": engines.worker, "engine_load_s": load_s,
         # peak_mem_gb is the torch allocator's peak, and peak_mem_what says what it holds under this engine
         # (under vLLM its whole KV-cache pool). NVML's device figure includes other processes and, under

@@ -59,4 +59,13 @@ def summarize(records: Sequence[Mapping[str, Any]], extra: Mapping[str, Any] | N
                    accuracy_ci95=list(wilson(correct, n)))
     out.update(efficiency(records))
     out.update(extra or {})
+    out["items_per_hour"] = items_per_hour(out.get("items_run", n), out.get("wall_s"))
     return out
+
+
+def items_per_hour(items: int, wall_s: float | None) -> float | None:
+    """Throughput beside per-item latency: items finished per hour of the test's wall time.
+
+    Batching raises it while each item's latency stays; the wall time is the whole test's (prompt
+    building, scoring and any first-use warm-up included), so it is what a run of that size costs."""
+    return items * 3600.0 / wall_s if items and wall_s else None
