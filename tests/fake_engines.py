@@ -169,5 +169,10 @@ def register() -> None:
         base.SIZED_BY_CONTEXT.add("fake")
 
 
+# registered on import: ``-p tests.fake_engines`` loads this module before lcplugin's own
+# pytest_configure checks --lc-engine against the registry
+register()
+
+
 def pytest_configure(config: Any) -> None:
     register()

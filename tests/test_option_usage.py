@@ -25,7 +25,7 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 
 @pytest.mark.parametrize(("args", "line"), [
-    (("--lc-engine", "vlm"), "ERROR: --lc-engine 'vlm': unknown engine; accepted: hf, mamba_ssm, vllm"),
+    (("--lc-engine", "vlm"), "ERROR: --lc-engine 'vlm': unknown engine; accepted: *hf, mamba_ssm, vllm"),
     (("--lc-data", "longbench=lb2.jsonl"),
      "ERROR: --lc-data 'longbench=lb2.jsonl': unknown data key 'longbench'; accepted: ada_leval, longbench_v2, pg19"),
     (("--lc-data", "ada_leval_tsort=ada/"),
