@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -271,17 +271,6 @@ def merge_parts(folder: Path) -> RunStore:
         part.unlink()
     store.write_summary()
     return store
-
-
-def record_load(store_of: Callable[[], RunStore]) -> Callable[[dict[str, Any]], None]:
-    """An ``EngineManager`` callback: each load into the run's metadata, ``run.engine_loads``."""
-
-    def on_load(load: dict[str, Any]) -> None:
-        store = store_of()
-        store.meta.setdefault("engine_loads", []).append(load)
-        store.write_summary()
-
-    return on_load
 
 
 def auto_workers(lc: LcSession, config: pytest.Config) -> int | None:

@@ -218,8 +218,8 @@ def lc_session(request: pytest.FixtureRequest) -> LcSession:
 @pytest.fixture(scope="session")
 def lc_engines(lc_session: LcSession, request: pytest.FixtureRequest) -> Iterator[Any]:
     """One engine worker at a time, reused by all tests of a model; every load recorded in the run."""
-    from .distributed import record_load
     from .engines.manager import EngineManager
+    from .store import record_load
 
     worker = request.config.stash.get(_WORKER, None)
     if worker is not None:  # now that this pytest-xdist worker runs lcplugin tests: its GPUs and cores

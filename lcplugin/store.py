@@ -11,7 +11,7 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +173,14 @@ def iter_records(path: Path) -> Iterator[dict[str, Any]]:
                 continue
             raise DataError(f"{path}:{lineno}: corrupt record (not valid JSON); delete that line and rerun "
                             "to recompute the item") from None
+
+
+def record_load(store_of: Callable[[], RunStore]) -> Callable[[dict[str, Any]], None]:
+    """An ``EngineManager`` callback: each load into the run's metadata, ``run.engine_loads``."""
+
+    def on_load(load: dict[str, Any]) -> None:
+        store = store_of()
+        store.meta.setdefault("engine_loads", []).append(load)
+        store.write_summary()
+
+    return on_load
