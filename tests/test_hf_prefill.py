@@ -204,3 +204,26 @@ def test_acceptance_static_cache_suite_run_equals_dynamic(run_benches, tmp_path)
         shutil.move(run_benches.results, tmp_path / f"results-{cache}")
     assert settings == {"dynamic": {"dynamic"}, "static": {"static"}}
     assert len(responses["dynamic"]) >= 3 and responses["static"] == responses["dynamic"]
+
+
+def test_split_chunk_attention_merges_prefix_and_chunk_exactly(monkeypatch) -> None:
+    """The CUDA chunk attention (prefix without a mask + the chunk's square causally, merged by their
+    log-sum-exps) equals lower-right causal attention: here with a math kernel standing in for cuDNN."""
+    import torch
+    from torch.nn.attention.bias import causal_lower_right
+
+    def math_lse(q, k, v, causal, scale):
+        k, v = k.repeat_interleave(q.shape[1] // k.shape[1], 1), v.repeat_interleave(q.shape[1] // k.shape[1], 1)
+        scores = q @ k.transpose(-1, -2) * (scale or q.shape[-1] ** -0.5)
+        if causal:
+            scores = scores.masked_fill(torch.ones_like(scores, dtype=torch.bool).triu(1), float("-inf"))
+        return torch.softmax(scores, -1) @ v, torch.logsumexp(scores, -1)
+
+    monkeypatch.setitem(prefill._LSE_KERNELS, "math", math_lse)
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 8, 48, 16, generator=gen)
+    k, v = torch.randn(1, 2, 160, 16, generator=gen), torch.randn(1, 2, 160, 16, generator=gen)
+    got = prefill._split("math", q, k, v, None)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(4, 1), v.repeat_interleave(4, 1), attn_mask=causal_lower_right(48, 160))
+    assert torch.allclose(got, ref, atol=1e-5), (got - ref).abs().max()
