@@ -18,7 +18,7 @@ import pytest
 from . import baselines, telemetry
 from .benchmarks.base import EvalSession, get_benchmark
 from .contexts import ctx_label
-from .engines.base import SIZED_BY_CONTEXT, EngineConfig, registered_engines
+from .engines.base import EFFICIENCY_ONLY_ARGS, SIZED_BY_CONTEXT, EngineConfig, registered_engines
 from .engines.manager import EngineManager
 from .errors import EngineError, LcError, WorkerDied
 from .hub import hub_status, weights_unreachable
@@ -220,12 +220,6 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     return _finish(case, session, summary, benchmark_fixture, record_property, records, quality)
 
 
-# Engine arguments that change speed or memory, never what is scored: they do not block quality gates.
-EFFICIENCY_ONLY_ARGS = frozenset({"max_batch_size", "max_batch_tokens", "gpu_memory_utilization", "tensor_parallel_size",
-                                  "device", "max_length", "prefill_chunk", "max_num_seqs", "max_num_batched_tokens",
-                                  "enable_chunked_prefill", "enforce_eager"})
-
-
 def quality_settings(case: Case, session: LcSession, bench: Any, sampling: Any, engine: str,
                      data_digest: str) -> dict[str, Any]:
     """What a test's quality depends on: stored in its baseline entry and compared before any gate.
@@ -241,7 +235,7 @@ def quality_settings(case: Case, session: LcSession, bench: Any, sampling: Any, 
         "data": data_digest, "engine": engine, "source": spec.source, "revision": spec.revision,
         "tokenizer": spec.tokenizer or spec.source, "dtype": spec.dtype, "chat_template": spec.chat_template,
         "rope": spec.rope_for(case.ctx),
-        "engine_args": {k: v for k, v in sorted(spec.engine_args.items()) if k not in EFFICIENCY_ONLY_ARGS},
+        "engine_args": {k: v for k, v in sorted(session.engine_args_for(spec).items()) if k not in EFFICIENCY_ONLY_ARGS},
     }
     return {k: v for k, v in out.items() if k not in bench.unaffected_by}
 

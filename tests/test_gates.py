@@ -96,3 +96,21 @@ def test_quality_settings_leave_out_efficiency_and_what_a_benchmark_never_reads(
     assert _quality(bench="pg19", pg19_windows=5)["pg19_windows"] == 5
     ada = _quality(bench="ada_leval_tsort")
     assert _quality(bench="ada_leval_tsort", greedy=True, mode="nocontext", overlength="skip") == ada
+
+
+def test_quality_settings_count_engine_args_given_on_the_command_line():
+    """``--lc-engine-arg ignore_eos=true`` changes the answers as the same key in a spec does; the
+    prefill chunk and the decode cache do not (greedy output identical, tests/test_hf_prefill.py)."""
+    from lcplugin.benchmarks.base import get_benchmark
+    from lcplugin.runner import quality_settings
+    from lcplugin.session import Case, LcSession, Settings
+
+    from .conftest import REPO
+
+    def quality(*pairs):
+        session = LcSession(Settings(models="tiny-llama", engine_args=pairs), REPO)
+        spec, b = session.specs["tiny-llama"], get_benchmark("longbench_v2", session.settings.bench)
+        return quality_settings(Case("longbench_v2", spec, 1024), session, b, b.sampling(True), "hf", "x")
+
+    assert quality(("ignore_eos", True))["engine_args"] == {"ignore_eos": True}
+    assert quality(("prefill_chunk", 300), ("cache", "static"), ("compile", False)) == quality()
