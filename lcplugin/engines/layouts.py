@@ -210,10 +210,16 @@ def state_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def auto_prefill_chunk(config: Mapping[str, Any]) -> int:
-    """The longest Mamba-2 forward that stays clear of the int32 offsets, with a 10 % margin."""
-    d_in_proj = mamba2_dims(config)["d_in_proj"]
+def ssd_token_limit(d_in_proj: int) -> int:
+    """The longest forward mamba-ssm's SSD kernels take at this in_proj width: 2^31 / d_in_proj with a
+    10 % margin, a multiple of their 256-token block. One rule for both engines that call them
+    (``mamba_ssm`` here, ``hf`` for the Mamba-2 family in prefill.py)."""
     return int(CHUNK_MARGIN * INT32_LIMIT / d_in_proj) // SSD_CHUNK * SSD_CHUNK
+
+
+def auto_prefill_chunk(config: Mapping[str, Any]) -> int:
+    """The longest Mamba-2 forward that stays clear of the int32 offsets."""
+    return ssd_token_limit(mamba2_dims(config)["d_in_proj"])
 
 
 def resolve_prefill_chunk(config: Mapping[str, Any], requested: Any) -> tuple[int, str]:

@@ -29,13 +29,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import EngineError
+from .layouts import CHUNK_MARGIN, SSD_CHUNK, ssd_token_limit
 
-# Automatic chunk for attention models on CUDA; the lead measures 8k/16k/32k on the H200
-# (scripts/gpu/check_hf_prefill.py) and sets this one constant from that.
+# Automatic chunk for attention models on CUDA, chosen by measurement (H200, BENCHMARKS.md): Llama-3.1-8B
+# at 130,944 tokens, 8k / 16k / 32k chunks: 12.34 / 11.87 / 11.56 s, 34.2 / 35.2 / 37.2 GB; 16k is the
+# fastest that stays under 36 GB.
 ATTENTION_CHUNK = 16384
 NEVER_CHUNKED = frozenset({"mamba", "falcon_mamba", "jamba"})  # scan without an initial state
 MAMBA2_FAMILY = frozenset({"mamba2", "nemotron_h", "zamba2", "bamba", "falcon_h1"})
-KERNEL_MARGIN = 0.9  # of the int32 limit; the result is rounded down to a multiple of 256
 _ATTN_NAME = "lcplugin_chunked_sdpa"
 
 
@@ -66,9 +67,7 @@ def kernel_token_limit(config: Any) -> int | None:
     """Longest safe forward for mamba-ssm's SSD kernels (int32 offsets into the in_proj output),
     with a margin; None for models without those kernels."""
     width = _ssd_width(config)
-    if width is None:
-        return None
-    return int((1 << 31) / width * KERNEL_MARGIN) // 256 * 256
+    return None if width is None else ssd_token_limit(width)
 
 
 def choose_chunk(config: Any, device: str, requested: Any) -> tuple[int, str]:
@@ -91,7 +90,7 @@ def choose_chunk(config: Any, device: str, requested: Any) -> tuple[int, str]:
     limit = kernel_token_limit(config)
     if limit is not None:
         return limit, (f"automatic: mamba-ssm SSD kernels overflow int32 past 2^31/{_ssd_width(config)} tokens; "
-                       f"{KERNEL_MARGIN:g} of that, a multiple of 256")
+                       f"{CHUNK_MARGIN:g} of that, a multiple of {SSD_CHUNK}")
     return ATTENTION_CHUNK, "automatic: attention model on CUDA, ATTENTION_CHUNK keeps the activation peak small"
 
 
