@@ -6,6 +6,7 @@ model; the last test runs the suite the way users do, with the fake engine as a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -122,42 +123,41 @@ def _start_parent(tmp_path: Path, mode: str) -> tuple[subprocess.Popen, int]:
     return proc, int(line)
 
 
-def test_the_worker_exits_when_its_parent_is_killed(tmp_path):
-    parent, pid = _start_parent(tmp_path, "busy")
+@contextlib.contextmanager
+def _parent_and_worker(tmp_path, mode):
+    """A parent process running a worker; whatever the test does, neither outlives it."""
+    parent, pid = _start_parent(tmp_path, mode)
     try:
-        time.sleep(0.5)
-        assert not gone(pid)
-        parent.kill()  # SIGKILL: no atexit, no finally, nothing in the parent runs
-        parent.wait()
-        assert wait_gone(pid, 5), f"worker {pid} outlived its parent"
-    finally:
-        if not gone(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
-def test_an_idle_worker_closes_its_engine_when_its_parent_is_killed(tmp_path):
-    parent, pid = _start_parent(tmp_path, "idle")
-    try:
-        parent.kill()
-        parent.wait()
-        assert wait_gone(pid, 5), f"worker {pid} outlived its parent"
-        events = [json.loads(line)["event"] for line in (tmp_path / "engine.jsonl").read_text().splitlines()]
-        assert events == ["load", "close"]  # shut down cleanly (vLLM removes its shared memory), not killed
-    finally:
-        if not gone(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
-def test_a_parent_that_exits_without_closing_leaves_no_worker(tmp_path):
-    parent, pid = _start_parent(tmp_path, "exit")
-    try:
-        assert parent.wait(timeout=30) == 0  # a non-daemonic worker must not hold the exit up
-        assert wait_gone(pid, 5)
+        yield parent, pid
     finally:
         if parent.poll() is None:
             parent.kill()
         if not gone(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_the_worker_exits_when_its_parent_is_killed(tmp_path):
+    with _parent_and_worker(tmp_path, "busy") as (parent, pid):
+        time.sleep(0.5)
+        assert not gone(pid)
+        parent.kill()  # SIGKILL: no atexit, no finally, nothing in the parent runs
+        parent.wait()
+        assert wait_gone(pid, 5), f"worker {pid} outlived its parent"
+
+
+def test_an_idle_worker_closes_its_engine_when_its_parent_is_killed(tmp_path):
+    with _parent_and_worker(tmp_path, "idle") as (parent, pid):
+        parent.kill()
+        parent.wait()
+        assert wait_gone(pid, 5), f"worker {pid} outlived its parent"
+        events = [json.loads(line)["event"] for line in (tmp_path / "engine.jsonl").read_text().splitlines()]
+        assert events == ["load", "close"]  # shut down cleanly (vLLM removes its shared memory), not killed
+
+
+def test_a_parent_that_exits_without_closing_leaves_no_worker(tmp_path):
+    with _parent_and_worker(tmp_path, "exit") as (parent, pid):
+        assert parent.wait(timeout=30) == 0  # a non-daemonic worker must not hold the exit up
+        assert wait_gone(pid, 5)
 
 
 @pytest.mark.slow
