@@ -13,4 +13,4 @@ def _installed() -> bool:
 
 
 if not _installed():
-    pytest_plugins = ["lcplugin.plugin"]
+    pytest_plugins = ["lcplugin.plugin.hooks"]

@@ -25,8 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from lcplugin import telemetry
-from lcplugin.engines import base
+from lcplugin.engines import base, telemetry
 from lcplugin.engines.base import Completion, EngineConfig, EngineTelemetry, LogLikelihood, SamplingSettings
 
 CUDA_FATAL = "CUDA error: an illegal memory access was encountered"
@@ -62,7 +61,7 @@ class FakeNvml(SimpleNamespace):
 
 
 def fake_gpu(nvml: FakeNvml | None = None) -> list[tuple[Any, str, Any]]:
-    """(object, attribute, value) patches that make ``lcplugin.telemetry`` in this process believe in
+    """(object, attribute, value) patches that make ``lcplugin.engines.telemetry`` in this process believe in
     a GPU watched by a fake NVML; a test applies them with ``monkeypatch``, a worker for good."""
     nvml = nvml or FakeNvml()
     return [(sys.modules, "pynvml", nvml), (telemetry, "cuda_available", lambda: True),

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from lcplugin import baselines
 from lcplugin.errors import LcError
+from lcplugin.results import baselines
 
 S = {"sampling": {"max_new_tokens": 128, "temperature": 0.1}, "mode": "0shot", "data": "synthetic-v1"}
 

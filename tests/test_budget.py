@@ -9,8 +9,8 @@ import pytest
 
 from lcplugin.benchmarks.longbench_v2 import TEMPLATE_0SHOT, fill
 from lcplugin.benchmarks.synthetic import synthetic_longbench
-from lcplugin.tiny import build_tokenizer
-from lcplugin.truncation import PromptBuilder, official_max_len
+from lcplugin.benchmarks.truncation import PromptBuilder, official_max_len
+from lcplugin.models.tiny import build_tokenizer
 
 from .conftest import only_run_summary
 

@@ -1,6 +1,6 @@
 import pytest
 
-from lcplugin.contexts import ctx_label, parse_ctx, parse_ctx_list
+from lcplugin.config.contexts import ctx_label, parse_ctx, parse_ctx_list
 from lcplugin.errors import LcError
 
 

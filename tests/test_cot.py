@@ -13,7 +13,7 @@ import pytest
 from lcplugin.benchmarks.base import BenchOptions, DataSource, EvalSession
 from lcplugin.benchmarks.longbench_v2 import LongBenchV2
 from lcplugin.engines.base import Completion, SamplingSettings
-from lcplugin.tiny import build_tokenizer
+from lcplugin.models.tiny import build_tokenizer
 
 from .conftest import only_run_summary
 

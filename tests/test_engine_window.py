@@ -13,7 +13,7 @@ import json
 import pytest
 
 from lcplugin.benchmarks.base import get_benchmark
-from lcplugin.specs import load_specs
+from lcplugin.config.specs import load_specs
 
 from .conftest import only_run_summary
 

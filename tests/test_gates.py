@@ -72,8 +72,9 @@ def _quality(spec_changes=None, bench="longbench_v2", greedy=False, **options):
     from dataclasses import replace
 
     from lcplugin.benchmarks.base import BenchOptions, get_benchmark
-    from lcplugin.runner import quality_settings
-    from lcplugin.session import Case, LcSession, Settings
+    from lcplugin.config.session import Case, LcSession
+    from lcplugin.config.settings import Settings
+    from lcplugin.plugin.runner import quality_settings
 
     from .conftest import REPO
 
@@ -102,8 +103,9 @@ def test_quality_settings_count_engine_args_given_on_the_command_line():
     """``--lc-engine-arg ignore_eos=true`` changes the answers as the same key in a spec does; the
     prefill chunk and the decode cache do not (greedy output identical, tests/test_hf_prefill.py)."""
     from lcplugin.benchmarks.base import get_benchmark
-    from lcplugin.runner import quality_settings
-    from lcplugin.session import Case, LcSession, Settings
+    from lcplugin.config.session import Case, LcSession
+    from lcplugin.config.settings import Settings
+    from lcplugin.plugin.runner import quality_settings
 
     from .conftest import REPO
 

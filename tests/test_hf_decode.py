@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 
 from lcplugin.engines.base import EngineConfig, SamplingSettings  # noqa: E402
 from lcplugin.engines.hf import HFEngine  # noqa: E402
-from lcplugin.tiny import materialize  # noqa: E402
+from lcplugin.models.tiny import materialize  # noqa: E402
 
 TINY = ["tiny-llama", "tiny-mamba", "tiny-mamba2", "tiny-zamba2", "tiny-nemotron-h"]
 GREEDY = SamplingSettings(max_new_tokens=12, temperature=0.0)

@@ -12,7 +12,7 @@ import pytest
 from lcplugin.engines import prefill
 from lcplugin.engines.base import EngineConfig, SamplingSettings
 from lcplugin.errors import EngineError
-from lcplugin.tiny import materialize
+from lcplugin.models.tiny import materialize
 
 CHUNK = 300
 PROMPT = 1000  # four chunks of 300 (the last one 100)
@@ -89,7 +89,7 @@ def test_mamba1_refuses_an_explicit_chunk_with_one_line():
 def test_automatic_chunk_follows_the_family_and_device():
     import transformers as T
 
-    from lcplugin.random_models import SHAPES
+    from lcplugin.models.random_models import SHAPES
 
     cfg = dict(SHAPES["nemotron-h-8b"]["config"])
     nemotron = T.AutoConfig.for_model(cfg.pop("model_type"), **cfg)

@@ -13,8 +13,8 @@ from lcplugin.benchmarks.longbench_v2 import (
     load_file,
     official_buckets,
 )
+from lcplugin.benchmarks.truncation import PromptBuilder, middle_truncate
 from lcplugin.errors import DataError
-from lcplugin.truncation import PromptBuilder, middle_truncate
 
 from .conftest import shared
 
@@ -128,7 +128,7 @@ def test_spliced_prompts_equal_the_literal_protocol(sample18, name):
     """Fast path (token ids cut and spliced) == the official steps (decode, template, re-encode)."""
     from transformers import AutoTokenizer
 
-    from lcplugin import truncation
+    from lcplugin.benchmarks import truncation
 
     tok = AutoTokenizer.from_pretrained(shared("tokenizers", name))
     truncation._SPLICE_OK.clear()
@@ -172,7 +172,7 @@ def test_official_budget_at_128k_keeps_120000_tokens_of_the_filled_prompt(llama_
     """--lc-budget official: max_len = 120,000 at 128k (the official pred.py's value for 128k models).
     max_len bounds the filled prompt's ids (BOS included) before the chat template: the model then
     reads at most max_len + the template's overhead tokens."""
-    from lcplugin.truncation import official_max_len
+    from lcplugin.benchmarks.truncation import official_max_len
 
     ctx = 131072
     official = PromptBuilder(llama_tokenizer, ctx, 128, "auto", max_len=official_max_len(ctx))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from lcplugin.config.specs import load_specs
 from lcplugin.engines import layouts
 from lcplugin.errors import EngineError
-from lcplugin.specs import load_specs
 
 # Mamba-Codestral-7B-v0.1's params.json as published (the keys mistral-inference's MambaArgs reads)
 CODESTRAL_PARAMS = {"dim": 4096, "n_layers": 64, "vocab_size": 32768, "n_groups": 8, "rms_norm": True,

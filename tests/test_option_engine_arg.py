@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from lcplugin.session import parse_engine_args
+from lcplugin.config.settings import parse_engine_args
 
 pytest_plugins = ["pytester"]
 

@@ -11,7 +11,7 @@ from lcplugin.benchmarks.base import BenchOptions, DataSource, EvalSession
 from lcplugin.benchmarks.pg19 import PG19, window_starts
 from lcplugin.engines.base import EngineConfig, SamplingSettings
 from lcplugin.engines.worker import EngineWorker
-from lcplugin.tiny import materialize
+from lcplugin.models.tiny import materialize
 
 
 def test_window_starts_are_evenly_spread():

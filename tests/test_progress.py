@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from lcplugin.progress import Progress, Rates, known_rates
+from lcplugin.plugin.progress import Progress, Rates, known_rates
 
 
 def test_interactive_rewrites_one_line_and_clears_it():

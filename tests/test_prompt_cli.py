@@ -63,8 +63,8 @@ def test_prompt_unknown_id_is_one_line():
 @pytest.mark.parametrize("budget", ["official", "context"])
 def test_prompt_takes_the_budget(tmp_path, budget):
     from lcplugin.benchmarks.synthetic import synthetic_longbench
-    from lcplugin.tiny import build_tokenizer
-    from lcplugin.truncation import official_max_len
+    from lcplugin.benchmarks.truncation import official_max_len
+    from lcplugin.models.tiny import build_tokenizer
 
     raw = max(synthetic_longbench(8), key=lambda r: len(r["context"]))
     data = tmp_path / "lb.jsonl"

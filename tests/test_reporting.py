@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from lcplugin import telemetry
+from lcplugin.engines import telemetry
 
 from .conftest import REPO
 
@@ -96,7 +96,7 @@ def test_telemetry_without_cuda_or_nvml_is_null_with_reasons():
 
 
 def test_wandb_absent_is_a_message_not_a_crash(tmp_path, monkeypatch):
-    from lcplugin.tracking import log_run
+    from lcplugin.results.tracking import log_run
 
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if it were not installed
     assert "wandb is not installed" in log_run("p", tmp_path, {}, [])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lcplugin.rescore import rescore_file
+from lcplugin.benchmarks.rescore import rescore_file
 
 from .conftest import REPO, shared
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lcplugin.session import LcSession, Settings
+from lcplugin.config.session import LcSession
+from lcplugin.config.settings import Settings
 
 pytest_plugins = ["pytester"]
 

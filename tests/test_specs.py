@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from lcplugin.config.specs import load_spec_file, load_specs, select_specs
 from lcplugin.errors import SpecError
-from lcplugin.specs import load_spec_file, load_specs, select_specs
 
 STUDY_MODELS = {"llama-3.1-8b-instruct", "qwen2.5-7b-instruct", "mamba-2.8b", "mamba-codestral-7b",
                 "jamba-reasoning-3b", "nemotron-h-8b-reasoning-128k", "zamba2-7b"}

@@ -3,7 +3,7 @@ from itertools import product
 
 import pytest
 
-from lcplugin.stats import (
+from lcplugin.results.stats import (
     fisher_greater,
     fisher_less,
     mcnemar_worse,

@@ -7,7 +7,7 @@ import json
 import psutil
 import pytest
 
-from lcplugin import telemetry
+from lcplugin.engines import telemetry
 from lcplugin.engines.base import EngineConfig
 from lcplugin.engines.worker import EngineWorker
 

@@ -1,6 +1,6 @@
 """Throughput (items per hour) beside per-item latency in every summary (issue 12.3)."""
 
-from lcplugin.summary import items_per_hour, summarize
+from lcplugin.results.summary import items_per_hour, summarize
 
 
 def _record(i: int) -> dict:

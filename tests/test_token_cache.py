@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lcplugin.tiny import build_tokenizer
-from lcplugin.token_cache import TokenCache, tokenizer_fingerprint
+from lcplugin.benchmarks.token_cache import TokenCache, tokenizer_fingerprint
+from lcplugin.models.tiny import build_tokenizer
 
 
 def _cache(tmp_path, tok, calls):

@@ -19,7 +19,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 from lcplugin.engines.base import EngineConfig, SamplingSettings  # noqa: E402
 from lcplugin.engines.hf import HFEngine  # noqa: E402
 from lcplugin.engines.vllm import VLLMEngine  # noqa: E402
-from lcplugin.tiny import materialize  # noqa: E402
+from lcplugin.models.tiny import materialize  # noqa: E402
 
 PROMPTS = [[256, *range(70, 130)], [256] + [71] * 300, [256, *range(40, 240, 3)]]
 WINDOW = [(13 * i) % 190 + 40 for i in range(1024)]  # as long as max_model_len: a PG-19 window at 1k

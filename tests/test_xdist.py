@@ -62,7 +62,7 @@ def _project(pytester: pytest.Pytester) -> None:
 
 
 def test_plan_prints_each_workers_models_largest_first_and_runs_nothing(pytester: pytest.Pytester):
-    from lcplugin.plan import device_name
+    from lcplugin.plugin.plan import device_name
 
     _project(pytester)
     old = pytester.path / "results" / "20200101-000000-old"

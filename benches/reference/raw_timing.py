@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from lcplugin.benchmarks.longbench_v2 import TEMPLATE_0SHOT, fill, load_file
-from lcplugin.contexts import parse_ctx_list
-from lcplugin.truncation import PromptBuilder
+from lcplugin.benchmarks.truncation import PromptBuilder
+from lcplugin.config.contexts import parse_ctx_list
 
 SPECS = Path(__file__).parent / "specs"
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -45,7 +45,7 @@ def _event_time(fn) -> float:
 
 def _source(spec: dict) -> str:
     if spec["source"].startswith("builtin:"):
-        from lcplugin.tiny import materialize
+        from lcplugin.models.tiny import materialize
 
         return str(materialize(spec["source"].removeprefix("builtin:")))
     return spec["source"]

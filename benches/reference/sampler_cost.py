@@ -23,7 +23,7 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from lcplugin import telemetry
+from lcplugin.engines import telemetry
 from lcplugin.engines.base import EngineConfig, SamplingSettings
 from lcplugin.engines.hf import HFEngine
 
@@ -86,7 +86,7 @@ def main() -> None:
     args = ap.parse_args()
     folder = args.model
     if not os.path.isdir(folder):
-        from lcplugin.tiny import materialize
+        from lcplugin.models.tiny import materialize
 
         folder = str(materialize(args.model))
     engine = HFEngine(EngineConfig(engine="hf", model=args.model, source=folder, tokenizer=folder, dtype="float32",

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..engines.base import Completion, SamplingSettings
 from ..errors import DataError, LcError
-from ..truncation import PromptBuilder
+from .truncation import PromptBuilder
 
 # name -> "module:Class"; imported on first use.
 BENCHMARKS: dict[str, str] = {

@@ -14,11 +14,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..datafiles import read_records
 from ..engines.base import SamplingSettings
 from ..errors import DataError
-from ..truncation import PromptBuilder, official_max_len
 from .base import DataSource, EvalSession, GenerationBenchmark, Item, require_fields
+from .datafiles import read_records
+from .truncation import PromptBuilder, official_max_len
 
 HUB_ID = "THUDM/LongBench-v2"
 FIELDS = ("_id", "question", "choice_A", "choice_B", "choice_C", "choice_D", "answer", "context",

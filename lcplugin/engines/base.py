@@ -135,7 +135,7 @@ class EngineTelemetry:
     peak_mem_what = "the torch CUDA allocator's peak during this test: weights, KV cache and activations"
 
     def telemetry_begin(self) -> None:
-        from ..telemetry import TestTelemetry
+        from .telemetry import TestTelemetry
 
         if self._telemetry is not None:  # the previous test failed before telemetry_end
             self._telemetry.stop()
@@ -155,7 +155,7 @@ class EngineTelemetry:
         """Drop the named attributes (model, engine) and return their device memory."""
         import gc
 
-        from ..telemetry import cuda_available
+        from .telemetry import cuda_available
 
         for name in attributes:
             if hasattr(self, name):

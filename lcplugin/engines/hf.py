@@ -16,8 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .. import telemetry
-from . import prefill
+from . import prefill, telemetry
 from .base import Completion, EngineConfig, EngineTelemetry, LogLikelihood, SamplingSettings
 
 _DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}

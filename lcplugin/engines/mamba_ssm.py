@@ -23,9 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import telemetry
 from ..errors import EngineError
-from . import layouts
+from . import layouts, telemetry
 from .base import Completion, EngineConfig, EngineTelemetry, LogLikelihood, SamplingSettings
 
 _EOS_EVERY = 16  # decode steps between host looks for the end-of-sequence token

@@ -22,8 +22,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .. import telemetry
 from ..errors import EngineError
+from . import telemetry
 from .base import (
     Completion,
     EngineConfig,

@@ -3,7 +3,7 @@
     python scripts/gpu/check_decode.py OUT.json [--parts a,b,c,d] [--ctx 8k,128k] [--budget-s 280]
     python scripts/gpu/check_decode.py OUT.json --smoke      # CPU, a tiny Llama shape: the code path only
 
-A random-weight Llama-3.1-8B shape (lcplugin.random_models.SHAPES, bf16, built on the GPU; speed and
+A random-weight Llama-3.1-8B shape (lcplugin.models.random_models.SHAPES, bf16, built on the GPU; speed and
 memory only) decodes 128 new tokens (fixed: no end-of-sequence stop) after prompts of random ids that
 fill each context less the generation budget, as the suite's prompts do:
 
@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lcplugin.contexts import parse_ctx  # noqa: E402
+from lcplugin.config.contexts import parse_ctx  # noqa: E402
 
 NEW_TOKENS = 128
 SMOKE_CONFIG = dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -61,7 +61,7 @@ def _raw_decode(model: Any, prompt: Any, new: int, **kwargs: Any) -> float:
     """One generate; decode tokens/s after its first token (the engine's own first-token clock)."""
     import torch
 
-    from lcplugin import telemetry
+    from lcplugin.engines import telemetry
     from lcplugin.engines.hf import _FirstTokenClock
 
     clock = _FirstTokenClock()
@@ -93,8 +93,8 @@ def main() -> int:
 
     from lcplugin.engines.base import EngineConfig, SamplingSettings
     from lcplugin.engines.hf import HFEngine
-    from lcplugin.random_models import SHAPES
-    from lcplugin.tiny import build_tokenizer
+    from lcplugin.models.random_models import SHAPES
+    from lcplugin.models.tiny import build_tokenizer
 
     t0 = time.perf_counter()
     device = "cpu" if args.smoke else "cuda"

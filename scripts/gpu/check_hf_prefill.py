@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch  # noqa: E402
 
 from lcplugin.engines import prefill  # noqa: E402
-from lcplugin.random_models import build  # noqa: E402
+from lcplugin.models.random_models import build  # noqa: E402
 
 GB = 1e9  # the suite reports memory in GB of 10^9 bytes
 

@@ -34,7 +34,7 @@ from lcplugin.engines import layouts  # noqa: E402
 from lcplugin.engines.base import EngineConfig, SamplingSettings  # noqa: E402
 from lcplugin.engines.mamba_prefill import chunked_prefill, cuda_kernels  # noqa: E402
 from lcplugin.engines.mamba_ssm import MambaSSMEngine  # noqa: E402
-from lcplugin.random_models import SHAPES  # noqa: E402
+from lcplugin.models.random_models import SHAPES  # noqa: E402
 
 RESULT: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
 STUB_TOKENIZER = SimpleNamespace(eos_token_id=2, decode=lambda ids, skip_special_tokens=True: "")

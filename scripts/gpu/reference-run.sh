@@ -23,7 +23,7 @@ LIMIT=${LIMIT:-1}
 
 make_ckpt() {  # make_ckpt SHAPE TOKENIZER
   python3 -c "
-from pathlib import Path; from lcplugin.random_models import make
+from pathlib import Path; from lcplugin.models.random_models import make
 make('$1', Path('$CKPT/$1'), Path('$TOK/$2'), device='${MAKE_DEVICE:-cuda}')" 2>&1 | grep -v Warning | tail -3
 }
 

@@ -21,7 +21,7 @@ gpus=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU ' || true)
 if [ -z "${NS:-}" ]; then NS="1 2"; [ "$gpus" -ge 4 ] && NS="1 2 4"; fi
 mkdir -p "$OUT" "$SPECS"
 if [ "$TEMPLATE" = benches/reference/specs/llama-3.1-8b-random.toml ] && [ ! -f /tmp/lc-ckpt/llama-3.1-8b/config.json ]; then
-  $PY -c "from pathlib import Path; from lcplugin.random_models import make
+  $PY -c "from pathlib import Path; from lcplugin.models.random_models import make
 make('llama-3.1-8b', Path('/tmp/lc-ckpt/llama-3.1-8b'), Path('.carry/tokenizers/llama3.1'))" 2>&1 | tail -3
 fi
 models=()

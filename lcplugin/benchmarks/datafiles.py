@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import DataError
+from ..errors import DataError
 
 
 def _open(path: Path) -> IO[str]:

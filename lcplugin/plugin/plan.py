@@ -17,9 +17,9 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .contexts import ctx_label
+from ..config.contexts import ctx_label
+from ..config.session import LcSession
 from .progress import _duration
-from .session import LcSession
 
 SYNTHETIC_ITEMS = 8  # runner.SYNTHETIC_DEFAULT_LIMIT, without importing the runner
 

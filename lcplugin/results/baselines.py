@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .contexts import ctx_label
-from .errors import LcError
+from ..config.contexts import ctx_label
+from ..errors import LcError
 from .stats import fisher_greater, fisher_less, mcnemar_worse, paired_t_greater, welch_t_greater
 from .store import atomic_write_json
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import LcError
+from ..errors import LcError
 from .store import atomic_write_json, test_key
 
 

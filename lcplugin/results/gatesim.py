@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .benchmarks.longbench_v2 import extract_answer
-from .rescore import REPROMPT, last_per_id
+from ..benchmarks.longbench_v2 import extract_answer
+from ..benchmarks.rescore import REPROMPT, last_per_id
 from .stats import fisher_less, mcnemar_worse
 
 

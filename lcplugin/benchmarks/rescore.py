@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .benchmarks.base import require_fields
-from .benchmarks.longbench_v2 import extract_answer, official_buckets
+from .base import require_fields
 from .datafiles import read_records
+from .longbench_v2 import extract_answer, official_buckets
 
 REPROMPT = "\n\n[REPROMPT]\n"
 REQUIRED = ("_id", "answer", "difficulty", "length", "response")

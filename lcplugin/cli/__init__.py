@@ -11,13 +11,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .errors import LcError
+from ..errors import LcError
 
 
 def _tokenizer(name: str) -> Any:
     from transformers import AutoTokenizer
 
-    from .hub import hub_status, is_local
+    from ..models.hub import hub_status, is_local
 
     if not is_local(name):
         hub_status()  # switches to offline mode at once when the hub is unreachable
@@ -29,7 +29,7 @@ def _tokenizer(name: str) -> Any:
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
-    from .rescore import format_table, rescore_file
+    from ..benchmarks.rescore import format_table, rescore_file
 
     if args.benchmark != "longbench_v2":
         raise LcError(f"rescore: --benchmark {args.benchmark!r} is not supported; use longbench_v2")
@@ -43,7 +43,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
 
 def _find_item(args: argparse.Namespace, bench: Any, ctx: int) -> Any:
-    from .benchmarks.base import DataSource
+    from ..benchmarks.base import DataSource
 
     source = DataSource(kind="file", location=str(Path(args.data)))
     reason = bench.skip_reason(source, ctx)
@@ -56,9 +56,9 @@ def _find_item(args: argparse.Namespace, bench: Any, ctx: int) -> Any:
 
 
 def cmd_prompt(args: argparse.Namespace) -> int:
-    from .benchmarks.base import BenchOptions, get_benchmark
-    from .contexts import parse_ctx
-    from .truncation import PromptBuilder
+    from ..benchmarks.base import BenchOptions, get_benchmark
+    from ..benchmarks.truncation import PromptBuilder
+    from ..config.contexts import parse_ctx
 
     ctx = parse_ctx(args.ctx)
     bench = get_benchmark(args.benchmark, BenchOptions(mode=args.mode, budget=args.budget))
@@ -79,7 +79,7 @@ def cmd_prompt(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from .benchmarks.longbench_v2 import load_file
+    from ..benchmarks.longbench_v2 import load_file
 
     items = load_file(Path(args.data), need_context=False)
     out = {"n": len(items),
@@ -94,10 +94,10 @@ def cmd_prep_bench(args: argparse.Namespace) -> int:
     """Time prompt preparation against one plain tokenization pass (the acceptance figure)."""
     import tempfile
 
-    from . import truncation
-    from .benchmarks.longbench_v2 import TEMPLATE_0SHOT, fill, load_file
-    from .contexts import parse_ctx_list
-    from .token_cache import TokenCache
+    from ..benchmarks import truncation
+    from ..benchmarks.longbench_v2 import TEMPLATE_0SHOT, fill, load_file
+    from ..benchmarks.token_cache import TokenCache
+    from ..config.contexts import parse_ctx_list
 
     items = load_file(Path(args.data), args.limit)
     tok = _tokenizer(args.tokenizer)
@@ -131,7 +131,7 @@ def cmd_prep_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from ..results.report import write_report
 
     try:
         import matplotlib  # noqa: F401
@@ -143,14 +143,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_gate_sim(args: argparse.Namespace) -> int:
-    from .gatesim import run
+    from ..results.gatesim import run
 
     print(json.dumps(run(Path(args.run_a), Path(args.run_b), args.reps, args.alpha), indent=1))
     return 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from .merge import merge_runs
+    from ..results.merge import merge_runs
 
     summary = merge_runs([Path(r) for r in args.runs], Path(args.out))
     print(f"merged {len(args.runs)} runs, {len(summary['tests'])} tests, into {args.out}")

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .contexts import ctx_label
-from .errors import LcError
+from ..config.contexts import ctx_label
+from ..errors import LcError
 
 FIGURES = [  # (summary key, axis label, log scale)
     ("accuracy", "accuracy", False),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import LcError
+from ..errors import LcError
 
 _LABEL = re.compile(r"^\s*(\d+)\s*([kK]?)\s*$")
 

@@ -130,7 +130,7 @@ def known_rates(results: Path, baselines: Path, model: str, ctx: int, device: st
 
 
 def _baseline_rates(path: Path, device: str) -> list[tuple[int, float, float | None, str]]:
-    from .contexts import parse_ctx
+    from ..config.contexts import parse_ctx
 
     try:
         entries = json.loads(path.read_text(encoding="utf-8")).get("entries", {})

@@ -22,17 +22,17 @@ from typing import Any
 import pytest
 from xdist.scheduler import LoadScheduling, LoadScopeScheduling
 
-from .errors import LcError
+from ..config.session import LcSession
+from ..errors import LcError
+from ..results.store import RunStore, test_key
 from .plan import estimate_tokens, group_of
-from .session import LcSession
-from .store import RunStore, test_key
 
 
 def gpus_per_worker(lc: LcSession) -> int:
     """GPUs one worker needs: ``LCPLUGIN_GPUS_PER_WORKER``, else the largest vLLM
     ``tensor_parallel_size`` among the selected models (spec, ``--lc-engine-arg`` or ``LCPLUGIN_TP``),
     so a worker can hold any model it may be given."""
-    from .engines.base import tensor_parallel_size
+    from ..engines.base import tensor_parallel_size
 
     if os.environ.get("LCPLUGIN_GPUS_PER_WORKER"):
         return int(os.environ["LCPLUGIN_GPUS_PER_WORKER"])

@@ -15,14 +15,15 @@ from typing import Any
 
 import pytest
 
-from . import baselines, telemetry
-from .benchmarks.base import EvalSession, get_benchmark
-from .contexts import ctx_label
-from .engines.base import EFFICIENCY_ONLY_ARGS, SIZED_BY_CONTEXT, EngineConfig, registered_engines
-from .engines.manager import EngineManager
-from .errors import EngineError, LcError, WorkerDied
-from .hub import hub_status, weights_unreachable
-from .session import Case, LcSession
+from ..benchmarks.base import EvalSession, get_benchmark
+from ..config.contexts import ctx_label
+from ..config.session import Case, LcSession
+from ..engines import telemetry
+from ..engines.base import EFFICIENCY_ONLY_ARGS, SIZED_BY_CONTEXT, EngineConfig, registered_engines
+from ..engines.manager import EngineManager
+from ..errors import EngineError, LcError, WorkerDied
+from ..models.hub import hub_status, weights_unreachable
+from ..results import baselines
 
 SYNTHETIC_DEFAULT_LIMIT = 8
 PROPERTY_FIELDS = ("n", "accuracy", "null_rate", "prefill_tok_s", "decode_tok_s", "ttft_s", "latency_p50_s",
@@ -65,7 +66,7 @@ def skip_reason(case: Case, session: LcSession) -> str | None:
 
 def _resolve(source: str) -> str:
     if source.startswith("builtin:"):
-        from .tiny import materialize
+        from ..models.tiny import materialize
 
         return str(materialize(source.removeprefix("builtin:")))
     return source
@@ -96,8 +97,8 @@ def _tokenizer(session: LcSession, config: EngineConfig) -> Any:
 
 
 def _token_cache(session: LcSession, tokenizer: Any) -> Any:
-    from .tiny import cache_root
-    from .token_cache import TokenCache
+    from ..benchmarks.token_cache import TokenCache
+    from ..models.tiny import cache_root
 
     key = id(tokenizer)
     if key not in session.token_caches:
@@ -194,7 +195,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     wall = time.perf_counter() - started
     tele = worker.call("telemetry_end")
     engine_settings = worker.call("describe")
-    from .summary import summarize
+    from ..results.summary import summarize
 
     summary = summarize(records, {
         "benchmark": case.benchmark, "model": case.spec.name, "ctx": case.ctx, "ctx_label": ctx_label(case.ctx),

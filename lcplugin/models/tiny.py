@@ -97,7 +97,7 @@ def materialize(name: str) -> Path:
     """
     recipes = _recipes()
     if name not in recipes:
-        from .errors import SpecError
+        from ..errors import SpecError
 
         raise SpecError(f"unknown built-in model 'builtin:{name}'; built-ins: {', '.join(sorted(recipes))}")
     target = cache_root() / "tiny" / f"{name}-{_fingerprint(name)}"

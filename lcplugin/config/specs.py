@@ -14,10 +14,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from ..errors import SpecError
 from .contexts import parse_ctx
-from .errors import SpecError
 
-BUILTIN_SPECS = Path(__file__).parent / "specs"
+BUILTIN_SPECS = Path(__file__).parent.parent / "specs"
 FAMILIES = ("transformer", "ssm", "hybrid")
 ENGINES = ("hf", "vllm", "mamba_ssm")
 DTYPES = ("bfloat16", "float16", "float32", "auto")

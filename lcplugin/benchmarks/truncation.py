@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LcError
+from ..errors import LcError
 
 _SENTINEL = "\u2063LCPLUGIN\u2063"  # invisible separator: never merged with template text
 _CALIBRATION = 3  # prompts built both ways per tokenizer before trusting the splice

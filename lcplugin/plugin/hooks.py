@@ -1,0 +1,194 @@
+"""The pytest plugin: options, the model x context matrix, test order, fixtures, terminal summary.
+
+It only wires: options and specs become parameters, each test gets its engine and runs
+``runner.run_case``, and a gate verdict becomes pass or fail. Nothing here knows how an engine or a
+benchmark works. The plugin is inert in test sessions that collect no ``lc_case`` test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..config.session import Case, LcSession
+from ..errors import LcError
+from . import options
+
+_SESSION = pytest.StashKey[LcSession]()
+_WORKER = pytest.StashKey[Any]()  # distributed.Worker, in a pytest-xdist worker
+_PLAN_WORKERS = pytest.StashKey[int]()
+# benchmarks that share a context window (Benchmark.context_window) run side by side: one vLLM load
+_BENCH_ORDER = ("longbench_v2", "pg19", "ada_leval_bestanswer", "ada_leval_tsort")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    options.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in (("transformer", "Transformer models"), ("ssm", "pure state-space models"),
+                       ("hybrid", "hybrid SSM/attention models"), ("engine_hf", "transformers engine"),
+                       ("engine_vllm", "vLLM engine"), ("engine_mamba_ssm", "mamba-ssm engine"),
+                       ("lc_benchmark(name)", "the lcplugin benchmark a test runs"),
+                       ("xdist_group(name)", "pytest-xdist: tests of one model run on one worker")):
+        config.addinivalue_line("markers", f"{name}: {text}")
+    try:
+        lc = config.stash[_SESSION] = LcSession(options.settings_from(config), Path(str(config.rootpath)))
+        if getattr(config, "workerinput", None) is None:  # xdist workers write under their controller's lock
+            lc.claim_resume()
+            if config.getoption("--lc-strict"):
+                from .strict import StrictGate
+
+                config.pluginmanager.register(StrictGate(), "lcplugin-strict")
+    except LcError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "lc_run_id" in workerinput:  # a pytest-xdist worker
+        from .distributed import Worker
+
+        lc.worker_run = (workerinput["lc_run_id"], workerinput["workerid"])
+        config.stash[_WORKER] = Worker(workerinput)
+    elif config.pluginmanager.hasplugin("xdist") and getattr(config.option, "numprocesses", None):
+        if config.getoption("--lc-plan"):  # collect here and plan for the workers, start none
+            config.stash[_PLAN_WORKERS] = len(config.option.tx or []) or int(config.option.numprocesses)
+            config.option.dist, config.option.tx = "no", []
+            return
+        from .distributed import XdistController
+
+        config.pluginmanager.register(XdistController(lc, config), "lcplugin-xdist")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto``: one worker per GPU share on a GPU machine, in an lcplugin session (distributed.py)."""
+    from .distributed import auto_workers
+
+    try:
+        return auto_workers(LcSession(options.settings_from(config), Path(str(config.rootpath))), config)
+    except LcError:
+        return None  # pytest_configure reports it
+
+
+def lc_session_of(config: pytest.Config) -> LcSession:
+    return config.stash[_SESSION]
+
+
+def _benchmark_name(metafunc: pytest.Metafunc) -> str:
+    mark = metafunc.definition.get_closest_marker("lc_benchmark")
+    if mark is None or not mark.args:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: mark the test with "
+                                "@pytest.mark.lc_benchmark('<benchmark name>') to use lc_case")
+    return str(mark.args[0])
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "lc_case" not in metafunc.fixturenames:
+        return
+    session = lc_session_of(metafunc.config)
+    cases = session.cases(_benchmark_name(metafunc))
+    # A case that fails before anything is timed (engine cannot load, data missing) already says why;
+    # pytest-benchmark's "fixture was not used" warning on top of that would only be noise.
+    quiet = pytest.mark.filterwarnings("ignore:Benchmark fixture was not used at all")
+    params = [pytest.param(c, id=c.id, marks=[getattr(pytest.mark, c.spec.family),
+                                              getattr(pytest.mark, f"engine_{c.spec.engine}"),
+                                              pytest.mark.xdist_group(c.spec.name), quiet]) for c in cases]
+    metafunc.parametrize("lc_case", params)
+
+
+def _case_of(item: pytest.Item) -> Case | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("lc_case") if callspec else None
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order benchmark tests model by model, so each model's engine loads once."""
+    lc = lc_session_of(config)
+
+    def key(pair: tuple[int, pytest.Item]) -> tuple:
+        index, item = pair
+        case = _case_of(item)
+        if case is None:
+            return (0, index)
+        bench = _BENCH_ORDER.index(case.benchmark) if case.benchmark in _BENCH_ORDER else len(_BENCH_ORDER)
+        return (1, lc.model_order(case.spec.name), case.ctx, bench, index)
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=key)]
+    if config.getoption("--lc-plan"):
+        from .plan import plan_lines
+
+        tr = config.pluginmanager.getplugin("terminalreporter")
+        lines = plan_lines(lc, [item.nodeid for item in items], config.stash.get(_PLAN_WORKERS, 1))
+        for line in lines:
+            tr.write_line(line) if tr else print(line)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    """``--lc-plan`` prints the plan at collection and runs nothing, like ``--collect-only``."""
+    return True if session.config.getoption("--lc-plan") else None
+
+
+@pytest.fixture(scope="session")
+def lc_session(request: pytest.FixtureRequest) -> LcSession:
+    return lc_session_of(request.config)
+
+
+@pytest.fixture(scope="session")
+def lc_engines(lc_session: LcSession, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """One engine worker at a time, reused by all tests of a model; every load recorded in the run."""
+    from ..engines.manager import EngineManager
+    from ..results.store import record_load
+
+    worker = request.config.stash.get(_WORKER, None)
+    if worker is not None:  # now that this pytest-xdist worker runs lcplugin tests: its GPUs and cores
+        worker.share_devices()
+    manager = EngineManager(lc_session.store.dir / "logs", worker.id if worker else "main",
+                            on_load=record_load(lambda: lc_session.store))
+    yield manager
+    manager.shutdown()
+
+
+@pytest.fixture
+def lc_run(lc_session: LcSession, lc_engines: Any, benchmark: Any, record_property: Any,
+           request: pytest.FixtureRequest) -> Any:
+    """Call with the test's ``lc_case`` to run it; returns the test's summary."""
+    from .runner import run_case
+
+    return lambda case: run_case(case, lc_session, lc_engines, benchmark, record_property, request.node)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A run that went through (passed or failed) is finished; a killed or interrupted one is not,
+    so the next session with the same settings continues it."""
+    lc = session.config.stash.get(_SESSION, None)
+    if lc is None or lc.worker_run is not None:
+        return
+    controller = session.config.pluginmanager.get_plugin("lcplugin-xdist")
+    if controller is not None:  # the tests ran in xdist workers: merge and show what they recorded
+        lc._store = controller.finish()
+        if lc._store is not None:
+            lc.summaries.extend(lc._store.tests.values())
+        controller.write_benchmark_json()
+    if lc._store is None:  # no lcplugin test recorded anything: nothing to finish
+        return
+    if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        lc.store.finish()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    lc = config.stash.get(_SESSION, None)
+    if lc is not None:
+        lc.close()  # the run folder's lock: another session may continue this run now
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    lc = config.stash.get(_SESSION, None)
+    if lc is None or not lc.summaries or lc.worker_run is not None:
+        return
+    from .terminal import write_summary
+
+    write_summary(terminalreporter, lc, config)
