@@ -45,3 +45,23 @@ def test_an_engine_sized_at_load_holds_every_prompt_its_benchmark_sends(run_benc
     assert max(lengths) > 1024  # Ada-LEval prompts longer than the test's context ran, not skipped
     loads = [e for e in map(json.loads, log.read_text().splitlines()) if e["event"] == "load"]
     assert len(loads) == 2  # one engine for the test-context benchmarks, one for the model-window ones
+
+
+def test_a_fixed_max_model_len_loads_one_engine_for_every_context():
+    # vLLM compiles and captures per max_model_len: sized per context, a model loads once per context;
+    # the engine arg max_model_len fixes the plan, so one load serves them all
+    from lcplugin.config.session import Case, LcSession
+    from lcplugin.config.settings import Settings
+    from lcplugin.plugin.runner import engine_config
+
+    from .conftest import REPO
+
+    def keys(*engine_args: tuple[str, object]) -> set[str]:
+        session = LcSession(Settings(engine="vllm", engine_args=engine_args, models="llama-3.1-8b-instruct"), REPO)
+        spec = session.selected[0]
+        return {engine_config(Case(b, spec, c), session).key() for c in (8192, 32768, 131072)
+                for b in ("longbench_v2", "pg19")}
+
+    assert len(keys()) == 3  # sized to each context's window
+    fixed = keys(("max_model_len", 131072))
+    assert len(fixed) == 1

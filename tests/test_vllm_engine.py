@@ -35,6 +35,7 @@ def test_vllm_and_transformers_agree_token_for_token(model):
         vllm.telemetry_begin()
         out_v = vllm.generate(PROMPTS, sampling)
         tele = vllm.telemetry_end()
+        block = vllm.llm.llm_engine.vllm_config.cache_config.block_size
         ll_v = vllm.loglikelihood(PROMPTS[1], 40)
         full_v = vllm.loglikelihood(WINDOW, 100)
     finally:
@@ -51,6 +52,16 @@ def test_vllm_and_transformers_agree_token_for_token(model):
         assert c.prompt_tokens in (len(p) for p in PROMPTS) and c.ttft_s > 0 and c.decode_s > 0
     assert tele["torch_peak_gb"] is None and tele["why"]["nvml_device_gb"] == "no CUDA device"
     assert "KV-cache pool" in tele["peak_mem_what"]
+    # what the longest sequence held: 301 prompt + 24 new tokens, in whole blocks
+    longest = max(len(p) for p in PROMPTS) + sampling.max_new_tokens
+    if model == "tiny-llama":  # every layer keeps K and V for every token (fp32)
+        from transformers import AutoConfig
+
+        c = AutoConfig.from_pretrained(folder)
+        per_token = c.num_hidden_layers * 2 * c.num_key_value_heads * (c.hidden_size // c.num_attention_heads) * 4
+        assert tele["kv_used_gb"] == pytest.approx(-(-longest // block) * block * per_token / 1e9, rel=1e-6)
+    else:  # a Mamba-2 state: one block per sequence, whatever its length
+        assert tele["kv_used_gb"] > 0 and "kv_used_gb" not in tele["why"]
 
 
 def test_suite_runs_on_the_vllm_engine(run_benches):

@@ -32,14 +32,15 @@ ENGINE_ARGS: dict[str, frozenset[str]] = {
     "mamba_ssm": frozenset({"max_length", "ignore_eos", "prefill_chunk"}),
     "vllm": frozenset({"gpu_memory_utilization", "tensor_parallel_size", "ignore_eos", "prefill_chunk",
                        "max_num_seqs", "enforce_eager", "kv_cache_dtype", "swap_space", "cpu_offload_gb",
-                       "block_size", "quantization"}),
+                       "block_size", "quantization", "max_model_len"}),
 }
 # Of those, the ones that change speed or memory, never what is scored (greedy output identical, tested
 # for the prefill chunk and the static cache): they do not block quality gates (runner.quality_settings).
 EFFICIENCY_ONLY_ARGS = frozenset({"max_batch_size", "max_batch_tokens", "gpu_memory_utilization", "tensor_parallel_size",
                                   "device", "max_length", "prefill_chunk", "max_num_seqs", "max_num_batched_tokens",
-                                  "enable_chunked_prefill", "enforce_eager", "cache", "compile"})
-# engines whose memory plan depends on the context length (a set: tests register fake engines)
+                                  "enable_chunked_prefill", "enforce_eager", "cache", "compile", "max_model_len"})
+# engines whose memory plan depends on the context length (a set: tests register fake engines); an explicit
+# ``max_model_len`` engine arg fixes the plan instead, so one load serves every context up to it
 SIZED_BY_CONTEXT: set[str] = {"vllm"}
 _EXTRAS = {"vllm": "pip install 'lcplugin[vllm]'", "mamba_ssm": "pip install 'lcplugin[mamba]' (needs CUDA)"}
 

@@ -11,15 +11,20 @@ when the engine is chosen.
 Memory: vLLM pre-allocates ``gpu_memory_utilization`` of the card for weights and KV cache at
 load. Its KV-cache pool is a torch allocation, so ``peak_mem_gb`` (the torch allocator's peak in
 the worker) holds weights plus the whole pool, not what the test's sequences used; NVML's figures
-show the reservation too. ``peak_mem_what`` says so in every summary. To compare models' needs,
-size the reservation down (``gpu_memory_utilization``) or read the transformers engine's figure.
+show the reservation too. ``peak_mem_what`` says so in every summary. What the test's sequences
+needed is reported beside it: ``mem_used_gb`` = the weights (vLLM's own count at load) + the KV-cache
+blocks the test's longest sequence held (``kv_used_gb``: blocks per KV-cache group for that many
+tokens, a Mamba group one block per sequence, times the pool's bytes per block). That figure stands
+beside the transformers engine's peak, less activations (which vLLM sizes by profiling, not per test).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import EngineError
@@ -70,6 +75,12 @@ class VLLMEngine(EngineTelemetry):
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self._batch_counter = 0
+        self._longest = 0  # the longest sequence (prompt + output) of the current test, for kv_used_gb
+        self._kv, self._kv_why = _kv_plan(self.llm)
+
+    def telemetry_begin(self) -> None:
+        self._longest = 0
+        super().telemetry_begin()
 
     def telemetry_end(self) -> dict[str, Any]:
         figures = super().telemetry_end()
@@ -77,6 +88,15 @@ class VLLMEngine(EngineTelemetry):
             figures["torch_peak_gb"] = None
             figures.setdefault("why", {})["torch_peak_gb"] = (
                 f"tensor_parallel_size={self.tp}: the model runs in vLLM's worker processes; read nvml_process_gb")
+        why = figures.setdefault("why", {})
+        if self._kv is None:
+            why["mem_used_gb"] = why["kv_used_gb"] = f"vLLM's KV-cache layout could not be read: {self._kv_why}"
+        elif self._longest:
+            kv = self._kv.bytes_for(self._longest) / 1e9
+            figures["kv_used_gb"] = kv
+            figures["mem_used_gb"] = kv + self._kv.weights_bytes / 1e9 if self._kv.weights_bytes else None
+            if not self._kv.weights_bytes:
+                why["mem_used_gb"] = "vLLM did not report its weights' memory"
         return figures
 
     def _params(self, sampling: SamplingSettings) -> Any:
@@ -99,6 +119,7 @@ class VLLMEngine(EngineTelemetry):
             telemetry.synchronize()
             end = time.perf_counter()
             comp = result.outputs[0]
+            self._longest = max(self._longest, len(prompt) + len(comp.token_ids))
             ttft, decode = _timings(result.metrics, start, end)
             # decode the ids ourselves, as the other engines do: vLLM's incremental detokenizer can
             # differ at byte-level token boundaries, and the text is what gets scored
@@ -127,6 +148,7 @@ class VLLMEngine(EngineTelemetry):
         start = time.perf_counter()
         result = self.llm.generate([TokensPrompt(prompt_token_ids=list(tokens[:-1]))], params, use_tqdm=False)[0]
         seconds = time.perf_counter() - start
+        self._longest = max(self._longest, len(tokens))
         nll = -result.outputs[0].logprobs[0][last].logprob
         for pos in range(len(tokens) - score_last, len(tokens) - 1):
             nll -= result.prompt_logprobs[pos][tokens[pos]].logprob
@@ -166,3 +188,39 @@ def _timings(metrics: Any, start: float, end: float) -> tuple[float | None, floa
     if first and last and scheduled:
         return first - scheduled, last - first
     return None, None
+
+
+@dataclass(frozen=True)
+class KVPlan:
+    """vLLM's KV-cache pool as the scheduler allocates it: bytes per block id (summed over the pool's
+    tensors, which every group's blocks index alike) and each group's growth (tokens per block, or
+    None for a Mamba group's fixed blocks per sequence)."""
+
+    bytes_per_block: float
+    groups: tuple[tuple[int | None, int], ...]  # (tokens per block or None, fixed blocks)
+    weights_bytes: int | None
+
+    def bytes_for(self, tokens: int) -> float:
+        blocks = sum(-(-tokens // per) if per else fixed for per, fixed in self.groups)
+        return blocks * self.bytes_per_block
+
+
+def _kv_plan(llm: Any) -> tuple[KVPlan | None, str]:
+    """Read the pool's layout from the in-process engine core (vLLM V1, tensor parallel 1)."""
+    try:
+        core = llm.llm_engine.engine_core.engine_core
+        config = core.scheduler.kv_cache_config
+        pool = sum(t.size for t in config.kv_cache_tensors)
+        groups = []
+        for group in config.kv_cache_groups:
+            spec = group.kv_cache_spec
+            if "Mamba" in type(spec).__name__:
+                groups.append((None, 1 + int(getattr(spec, "num_speculative_blocks", 0) or 0)))
+            else:
+                groups.append((int(spec.block_size), 0))
+        weights = None
+        with contextlib.suppress(AttributeError):
+            weights = int(core.model_executor.driver_worker.worker.model_runner.model_memory_usage)
+        return KVPlan(bytes_per_block=pool / config.num_blocks, groups=tuple(groups), weights_bytes=weights), ""
+    except Exception as exc:  # noqa: BLE001 - another vLLM version or a multiprocess engine: say so, measure the rest
+        return None, f"{type(exc).__name__}: {exc}"

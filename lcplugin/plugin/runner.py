@@ -76,15 +76,18 @@ def engine_config(case: Case, session: LcSession) -> EngineConfig:
     spec = case.spec
     model_path = _resolve(spec.source)
     config_engine = session.settings.engine or spec.engine
+    args = session.engine_args_for(spec)
     return EngineConfig(
         engine=config_engine, model=spec.name, source=model_path,
         tokenizer=_resolve(spec.tokenizer) if spec.tokenizer else model_path, dtype=spec.dtype,
         revision=spec.revision, trust_remote_code=spec.trust_remote_code and session.settings.allow_remote_code,
         rope=spec.rope_for(case.ctx),
         # engines sized at load (vLLM) get the longest prompt + generation this benchmark sends; others load once
+        # unless the user fixed it (engine arg max_model_len): then one load serves every context up to it
         max_model_len=get_benchmark(case.benchmark, session.settings.bench).context_window(
-            case.ctx, spec.window_at(case.ctx)) if config_engine in SIZED_BY_CONTEXT else None,
-        engine_args=session.engine_args_for(spec))
+            case.ctx, spec.window_at(case.ctx)) if config_engine in SIZED_BY_CONTEXT and "max_model_len" not in args
+        else None,
+        engine_args=args)
 
 
 def _tokenizer(session: LcSession, config: EngineConfig) -> Any:
@@ -206,6 +209,8 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
         # (under vLLM its whole KV-cache pool). NVML's device figure includes other processes and, under
         # vLLM, its pre-allocation; its process figure too.
         "peak_mem_gb": tele.get("torch_peak_gb"), "peak_mem_what": tele.get("peak_mem_what"),
+        # vLLM: weights + the KV blocks the test's sequences held (its pool is pre-allocated; see engines/vllm.py)
+        "mem_used_gb": tele.get("mem_used_gb"), "kv_used_gb": tele.get("kv_used_gb"),
         "nvml_device_gb": tele.get("nvml_device_gb"),
         "nvml_process_gb": tele.get("nvml_process_gb"), "energy_j": tele.get("energy_j"),
         "energy_j_per_item": (tele["energy_j"] / len(records)) if tele.get("energy_j") and records else None,
