@@ -55,6 +55,11 @@ SHAPES: dict[str, dict[str, Any]] = {
         # 32,000 in the real model; 32,768 so the Mistral v3 tokenizer's ids fit (the embedding's cost is nil)
         vocab_size=32768,
         layers_block_type=["hybrid" if i % 6 == 5 else "mamba" for i in range(81)], tie_word_embeddings=True)},
+    # transformers' Mamba-2 layout of the Codestral shape, for engines that read that layout (vLLM's Mamba2ForCausalLM)
+    "mamba-codestral-7b-hf": {"format": "hf", "config": dict(
+        model_type="mamba2", hidden_size=4096, num_hidden_layers=64, vocab_size=32768, state_size=128, n_groups=8,
+        head_dim=64, num_heads=128, expand=2, conv_kernel=4, chunk_size=256, residual_in_fp32=True,
+        tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)},
     # mamba-ssm format (engine mamba_ssm)
     "mamba-2.8b": {"format": "mamba_ssm", "config": dict(
         d_model=2560, n_layer=64, vocab_size=50277, ssm_cfg={}, rms_norm=True, residual_in_fp32=True,
