@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from ..config.session import Case, LcSession
+from ..engines.registry import engine_entries
 from ..errors import LcError
 from . import options
 
@@ -29,9 +30,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    engines = [(f"engine_{e.name}", f"{e.marker}, the engine a test runs (--lc-engine, else its spec's)") for e in engine_entries()]
     for name, text in (("transformer", "Transformer models"), ("ssm", "pure state-space models"),
-                       ("hybrid", "hybrid SSM/attention models"), ("engine_hf", "transformers engine"),
-                       ("engine_vllm", "vLLM engine"), ("engine_mamba_ssm", "mamba-ssm engine"),
+                       ("hybrid", "hybrid SSM/attention models"), *engines,
                        ("lc_benchmark(name)", "the lcplugin benchmark a test runs"),
                        ("xdist_group(name)", "pytest-xdist: tests of one model run on one worker")):
         config.addinivalue_line("markers", f"{name}: {text}")

@@ -9,7 +9,7 @@ import pytest
 from ..benchmarks.base import BenchOptions
 from ..config.contexts import parse_ctx_list
 from ..config.settings import Settings, parse_data_options, parse_engine_args, parse_select
-from ..engines.base import registered_engines
+from ..engines.registry import registered_engines
 from ..errors import LcError
 from ..results.baselines import parse_tolerances
 
@@ -26,7 +26,7 @@ def add_options(parser: pytest.Parser) -> None:
     g.addoption("--lc-results", default="results", metavar="DIR", help="where run folders go (default: results/)")
     g.addoption("--lc-baselines", default="baselines", metavar="DIR", help="baseline folder (default: baselines/)")
     g.addoption("--lc-update-baselines", action="store_true", help="record this run's figures as the baselines")
-    g.addoption("--lc-engine", default=None, metavar="NAME", help="override every spec's engine (hf, vllm, mamba_ssm)")
+    g.addoption("--lc-engine", default=None, metavar="NAME", help=f"override every spec's engine ({', '.join(registered_engines())})")
     g.addoption("--lc-engine-arg", action="append", default=[], metavar="KEY=VALUE",
                 help="set an engine argument for every selected model, overriding its spec's engine_args "
                      "(repeatable; VALUE is a TOML value, a bare word is a string), e.g. prefill_chunk=8192")
