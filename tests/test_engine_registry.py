@@ -31,6 +31,7 @@ from lcplugin.plugin.distributed import gpus_per_worker
 
 pytest_plugins = ["pytester"]
 
+REPO = Path(__file__).resolve().parents[1]
 # what an SGLang engine's entry would say; the class is never imported at collection
 SGLANG = EngineEntry(name="sglang", target="sglang_engine:SGLangEngine", marker="SGLang engine",
                      engine_args=frozenset({"tp_size", "mem_fraction_static", "ignore_eos"}),
@@ -138,8 +139,21 @@ def test_the_engine_args_check_reads_the_entry(sglang: EngineEntry, tmp_path: Pa
 def test_a_plugin_engine_reaches_specs_option_and_markers(plugin: pytest.Pytester) -> None:
     args = ("-p", "sglang_plugin", "--strict-markers", "--lc-specs", "specs", "--lc-ctx", "1k")
     assert collected(plugin, *args, "--lc-models", "tiny-sg", "-m", "engine_sglang") == ["test_lb2.py::test_lb2[tiny-sg-1k]"]
+    assert collected(plugin, *args, "--lc-models", "tiny-llama", "--lc-engine", "sglang", "-m", "engine_sglang") == [
+        "test_lb2.py::test_lb2[tiny-llama-1k]"]
     markers = plugin.runpytest("-p", "sglang_plugin", "--markers")
     markers.stdout.fnmatch_lines(["@pytest.mark.engine_sglang: SGLang engine, the engine a test runs*"])
     usage = plugin.runpytest("-p", "sglang_plugin", "--help")
     usage.stdout.fnmatch_lines(["*--lc-engine=NAME*override every spec's engine (hf, mamba_ssm, sglang,*"])
 
+
+def test_markers_follow_the_engine_a_test_runs(pytester: pytest.Pytester) -> None:
+    """``-m engine_vllm --lc-engine vllm`` selects every test of the selected models, whatever their
+    specs' own engine (all hf here); the spec's engine marker no longer selects them."""
+    base = (str(REPO / "benches"), "--rootdir", str(REPO), "--lc-results", str(pytester.path / "results"),
+            "--lc-baselines", str(pytester.path / "baselines"), "--lc-models", "tiny-llama,tiny-mamba", "--lc-ctx", "1k")
+    every = collected(pytester, *base)
+    assert len(every) == 8  # 4 benchmarks x 2 models
+    assert collected(pytester, *base, "-m", "engine_vllm", "--lc-engine", "vllm") == every
+    assert collected(pytester, *base, "-m", "engine_hf", "--lc-engine", "vllm") == []
+    assert collected(pytester, *base, "-m", "engine_hf") == every

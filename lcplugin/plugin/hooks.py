@@ -94,7 +94,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # pytest-benchmark's "fixture was not used" warning on top of that would only be noise.
     quiet = pytest.mark.filterwarnings("ignore:Benchmark fixture was not used at all")
     params = [pytest.param(c, id=c.id, marks=[getattr(pytest.mark, c.spec.family),
-                                              getattr(pytest.mark, f"engine_{c.spec.engine}"),
+                                              getattr(pytest.mark, f"engine_{session.engine_of(c.spec)}"),
                                               pytest.mark.xdist_group(c.spec.name), quiet]) for c in cases]
     metafunc.parametrize("lc_case", params)
 
