@@ -21,12 +21,14 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from lcplugin.engines import base, telemetry
+from lcplugin.engines import telemetry
 from lcplugin.engines.base import Completion, EngineConfig, EngineTelemetry, LogLikelihood, SamplingSettings
+from lcplugin.engines.registry import engine_entry, register_engine
 
 CUDA_FATAL = "CUDA error: an illegal memory access was encountered"
 
@@ -162,10 +164,14 @@ class FakeEngine(EngineTelemetry):
         return len(block)
 
 
+# reads what hf reads (the specs it stands in for are hf's), and is sized at load like vLLM: it checks
+# max_model_len
+FAKE = replace(engine_entry("hf"), name="fake", target="tests.fake_engines:FakeEngine", marker="fake engine (tests)",
+               sized_by_context=True, packages=())
+
+
 def register() -> None:
-    base._REGISTRY["fake"] = "tests.fake_engines:FakeEngine"
-    if isinstance(base.SIZED_BY_CONTEXT, set):  # sized at load like vLLM: it checks max_model_len
-        base.SIZED_BY_CONTEXT.add("fake")
+    register_engine(FAKE)
 
 
 # registered on import: ``-p tests.fake_engines`` loads this module before lcplugin's own

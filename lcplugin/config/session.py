@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import __version__
 from ..benchmarks.base import BENCHMARKS, DATA_KEYS, DataSource
-from ..engines.base import check_engine_args
+from ..engines.registry import check_engine_args, engine_packages
 from ..errors import LcError
 from ..results.store import RunLock, RunStore
 from .contexts import ctx_label
@@ -83,7 +83,7 @@ def _versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
     out: dict[str, str | None] = {"python": platform.python_version(), "lcplugin": __version__}
-    for pkg in ("torch", "transformers", "vllm", "mamba-ssm", "pytest"):
+    for pkg in (*engine_packages(), "pytest"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -112,6 +112,7 @@ class LcSession:
         self.worker_run: tuple[str, str] | None = None  # (run id, worker id) under pytest-xdist
 
     def engine_of(self, spec: ModelSpec) -> str:
+        """The engine a test of ``spec`` runs: ``--lc-engine``, else the spec's (the one accessor)."""
         return self.settings.engine or spec.engine
 
     def engine_args_for(self, spec: ModelSpec) -> dict[str, Any]:
@@ -259,7 +260,7 @@ class LcSession:
     def test_key(self, benchmark: str, spec: ModelSpec, ctx: int, data_digest: str) -> str:
         """What a record's result depends on; resumed records with another key are never reused."""
         blob = json.dumps({"benchmark": benchmark, "source": spec.source, "revision": spec.revision,
-                           "dtype": spec.dtype, "engine": self.settings.engine or spec.engine,
+                           "dtype": spec.dtype, "engine": self.engine_of(spec),
                            "engine_args": self.engine_args_for(spec), "rope": spec.rope_for(ctx),
                            "chat": spec.chat_template, "tokenizer": spec.tokenizer, "ctx": ctx,
                            "data": data_digest, "settings": self.settings.fingerprint()}, sort_keys=True, default=str)

@@ -54,32 +54,27 @@ def parse_select(value: str | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(out)
 
 
-def parse_engine_args(values: list[str]) -> tuple[tuple[str, Any], ...]:
-    """``KEY=VALUE`` pairs; VALUE read as TOML (``8192``, ``true``, ``"x"``), a bare word as a string."""
+def parse_engine_arg(value: str) -> tuple[str, Any]:
+    """One ``KEY=VALUE`` pair; VALUE read as TOML (``8192``, ``true``, ``"x"``), a bare word as a string."""
     import tomllib
 
-    out: dict[str, Any] = {}
-    for value in values:
-        key, sep, raw = value.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier() or not raw.strip():
-            raise LcError(f"--lc-engine-arg {value!r}: write KEY=VALUE, e.g. --lc-engine-arg prefill_chunk=8192")
-        try:
-            out[key] = tomllib.loads(f"v = {raw.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key] = raw.strip()
-    return tuple(out.items())
+    key, sep, raw = value.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier() or not raw.strip():
+        raise LcError(f"--lc-engine-arg {value!r}: write KEY=VALUE, e.g. --lc-engine-arg prefill_chunk=8192")
+    try:
+        return key, tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, raw.strip()
 
 
-def parse_data_options(values: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for value in values:
-        bench, sep, path = value.partition("=")
-        if not sep or not bench or not path:
-            raise LcError(f"--lc-data {value!r}: write BENCH=PATH, e.g. --lc-data longbench_v2=data/lb2.jsonl")
-        if bench.strip() not in DATA_KEY_NAMES:  # a typo would silently fall back to other data
-            raise LcError(f"--lc-data {value!r}: unknown data key {bench.strip()!r}; accepted: {', '.join(DATA_KEY_NAMES)}")
-        out[bench.strip()] = path.strip()
-    return out
+def parse_data_option(value: str) -> tuple[str, str]:
+    """One ``BENCH=PATH`` pair, BENCH a benchmark's data key."""
+    bench, sep, path = value.partition("=")
+    if not sep or not bench or not path:
+        raise LcError(f"--lc-data {value!r}: write BENCH=PATH, e.g. --lc-data longbench_v2=data/lb2.jsonl")
+    if bench.strip() not in DATA_KEY_NAMES:  # a typo would silently fall back to other data
+        raise LcError(f"--lc-data {value!r}: unknown data key {bench.strip()!r}; accepted: {', '.join(DATA_KEY_NAMES)}")
+    return bench.strip(), path.strip()
 
 

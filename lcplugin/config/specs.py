@@ -14,12 +14,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from ..engines.registry import registered_engines
 from ..errors import SpecError
 from .contexts import parse_ctx
 
 BUILTIN_SPECS = Path(__file__).parent.parent / "specs"
 FAMILIES = ("transformer", "ssm", "hybrid")
-ENGINES = ("hf", "vllm", "mamba_ssm")
 DTYPES = ("bfloat16", "float16", "float32", "auto")
 CHAT_MODES = ("auto", "on", "off")
 DATA_DEFAULTS = ("hub", "synthetic")
@@ -168,7 +168,7 @@ def parse_spec(raw: Mapping[str, Any], path: Path) -> ModelSpec:
     kwargs: dict[str, Any] = {k: raw[k] for k in ("name", "source", "trust_remote_code", "tokenizer",
                                                    "revision", "requires_gpu", "description") if k in raw}
     kwargs["family"] = _choice(path, "family", raw["family"], FAMILIES)
-    kwargs["engine"] = _choice(path, "engine", raw["engine"], ENGINES)
+    kwargs["engine"] = _choice(path, "engine", raw["engine"], registered_engines())
     kwargs["max_context"] = _ctx(path, "max_context", raw["max_context"])
     kwargs["dtype"] = _choice(path, "dtype", raw.get("dtype", "bfloat16"), DTYPES)
     kwargs["chat_template"] = _choice(path, "chat_template", raw.get("chat_template", "auto"), CHAT_MODES)

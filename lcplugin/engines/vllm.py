@@ -35,8 +35,8 @@ from .base import (
     EngineTelemetry,
     LogLikelihood,
     SamplingSettings,
-    tensor_parallel_size,
 )
+from .registry import engine_entry
 
 
 class VLLMEngine(EngineTelemetry):
@@ -55,7 +55,7 @@ class VLLMEngine(EngineTelemetry):
         self._sampling_cls = SamplingParams
         args = dict(config.engine_args)
         args.setdefault("gpu_memory_utilization", 0.9)
-        args["tensor_parallel_size"] = self.tp = tensor_parallel_size(args)
+        args["tensor_parallel_size"] = self.tp = engine_entry("vllm").gpus(args)
         self.ignore_eos = bool(args.pop("ignore_eos", False))
         kwargs: dict[str, Any] = {
             "model": config.source, "tokenizer": config.tokenizer, "revision": config.revision,

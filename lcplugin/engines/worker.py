@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EngineError, WorkerDied
-from .base import EngineConfig, engine_class, engine_target
+from .base import EngineConfig
+from .registry import engine_class, engine_target
 
 _FATAL_MARKERS = ("CUDA error", "illegal memory access", "CUBLAS_STATUS", "device-side assert")
 _WATCH_S = 0.5  # how often a worker checks that its parent is alive

@@ -29,15 +29,15 @@ from .plan import estimate_tokens, group_of
 
 
 def gpus_per_worker(lc: LcSession) -> int:
-    """GPUs one worker needs: ``LCPLUGIN_GPUS_PER_WORKER``, else the largest vLLM
-    ``tensor_parallel_size`` among the selected models (spec, ``--lc-engine-arg`` or ``LCPLUGIN_TP``),
-    so a worker can hold any model it may be given."""
-    from ..engines.base import tensor_parallel_size
+    """GPUs one worker needs: ``LCPLUGIN_GPUS_PER_WORKER``, else the most GPUs any selected model spans
+    under the engine it runs (vLLM: ``tensor_parallel_size`` from the spec, ``--lc-engine-arg`` or
+    ``LCPLUGIN_TP``; ``EngineEntry.gpus``), so a worker can hold any model it may be given."""
+    from ..engines.registry import engine_entry
 
     if os.environ.get("LCPLUGIN_GPUS_PER_WORKER"):
         return int(os.environ["LCPLUGIN_GPUS_PER_WORKER"])
-    return max([tensor_parallel_size(lc.engine_args_for(spec)) for spec in lc.selected
-                if lc.engine_of(spec) == "vllm"] or [1])
+    entries = [(engine_entry(lc.engine_of(spec)), spec) for spec in lc.selected]
+    return max([entry.gpus(lc.engine_args_for(spec)) for entry, spec in entries if entry.gpus_arg] or [1])
 
 
 def visible_gpus() -> list[str]:

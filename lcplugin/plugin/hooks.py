@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from ..config.session import Case, LcSession
+from ..engines.registry import engine_entries
 from ..errors import LcError
 from . import options
 
@@ -29,9 +30,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    engines = [(f"engine_{e.name}", f"{e.marker}, the engine a test runs (--lc-engine, else its spec's)") for e in engine_entries()]
     for name, text in (("transformer", "Transformer models"), ("ssm", "pure state-space models"),
-                       ("hybrid", "hybrid SSM/attention models"), ("engine_hf", "transformers engine"),
-                       ("engine_vllm", "vLLM engine"), ("engine_mamba_ssm", "mamba-ssm engine"),
+                       ("hybrid", "hybrid SSM/attention models"), *engines,
                        ("lc_benchmark(name)", "the lcplugin benchmark a test runs"),
                        ("xdist_group(name)", "pytest-xdist: tests of one model run on one worker")):
         config.addinivalue_line("markers", f"{name}: {text}")
@@ -93,7 +94,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # pytest-benchmark's "fixture was not used" warning on top of that would only be noise.
     quiet = pytest.mark.filterwarnings("ignore:Benchmark fixture was not used at all")
     params = [pytest.param(c, id=c.id, marks=[getattr(pytest.mark, c.spec.family),
-                                              getattr(pytest.mark, f"engine_{c.spec.engine}"),
+                                              getattr(pytest.mark, f"engine_{session.engine_of(c.spec)}"),
                                               pytest.mark.xdist_group(c.spec.name), quiet]) for c in cases]
     metafunc.parametrize("lc_case", params)
 

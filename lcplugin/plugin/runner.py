@@ -19,8 +19,9 @@ from ..benchmarks.base import EvalSession, get_benchmark
 from ..config.contexts import ctx_label
 from ..config.session import Case, LcSession
 from ..engines import telemetry
-from ..engines.base import EFFICIENCY_ONLY_ARGS, SIZED_BY_CONTEXT, EngineConfig, registered_engines
+from ..engines.base import EngineConfig
 from ..engines.manager import EngineManager
+from ..engines.registry import efficiency_only_args, engine_entry, registered_engines
 from ..errors import EngineError, LcError, WorkerDied
 from ..models.hub import hub_status, weights_unreachable
 from ..results import baselines
@@ -39,7 +40,7 @@ def skip_reason(case: Case, session: LcSession) -> str | None:
     if spec.trust_remote_code and not session.settings.allow_remote_code:
         return (f"{spec.name}: spec {Path(spec.path).name} sets trust_remote_code, which runs the model "
                 "repository's own Python code; pass --lc-allow-remote-code to allow it")
-    engine = session.settings.engine or spec.engine
+    engine = session.engine_of(spec)
     if engine not in registered_engines():
         return f"{spec.name}: engine {engine!r} is not available in this lcplugin (have: {', '.join(registered_engines())})"
     if spec.requires_gpu and not telemetry.cuda_available():
@@ -75,7 +76,7 @@ def _resolve(source: str) -> str:
 def engine_config(case: Case, session: LcSession) -> EngineConfig:
     spec = case.spec
     model_path = _resolve(spec.source)
-    config_engine = session.settings.engine or spec.engine
+    config_engine = session.engine_of(spec)
     args = session.engine_args_for(spec)
     return EngineConfig(
         engine=config_engine, model=spec.name, source=model_path,
@@ -85,8 +86,8 @@ def engine_config(case: Case, session: LcSession) -> EngineConfig:
         # engines sized at load (vLLM) get the longest prompt + generation this benchmark sends; others load once
         # unless the user fixed it (engine arg max_model_len): then one load serves every context up to it
         max_model_len=get_benchmark(case.benchmark, session.settings.bench).context_window(
-            case.ctx, spec.window_at(case.ctx)) if config_engine in SIZED_BY_CONTEXT and "max_model_len" not in args
-        else None,
+            case.ctx, spec.window_at(case.ctx))
+        if engine_entry(config_engine).sized_by_context and "max_model_len" not in args else None,
         engine_args=args)
 
 
@@ -241,7 +242,7 @@ def quality_settings(case: Case, session: LcSession, bench: Any, sampling: Any, 
         "data": data_digest, "engine": engine, "source": spec.source, "revision": spec.revision,
         "tokenizer": spec.tokenizer or spec.source, "dtype": spec.dtype, "chat_template": spec.chat_template,
         "rope": spec.rope_for(case.ctx),
-        "engine_args": {k: v for k, v in sorted(session.engine_args_for(spec).items()) if k not in EFFICIENCY_ONLY_ARGS},
+        "engine_args": {k: v for k, v in sorted(session.engine_args_for(spec).items()) if k not in efficiency_only_args(engine)},
     }
     return {k: v for k, v in out.items() if k not in bench.unaffected_by}
 
