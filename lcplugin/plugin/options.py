@@ -11,6 +11,7 @@ from ..config.contexts import parse_ctx_list
 from ..config.settings import Settings, parse_data_options, parse_engine_args, parse_select
 from ..engines.base import registered_engines
 from ..errors import LcError
+from ..results import figures
 from ..results.baselines import parse_tolerances
 
 
@@ -50,7 +51,8 @@ def add_options(parser: pytest.Parser) -> None:
     g.addoption("--lc-allow-remote-code", action="store_true",
                 help="let specs that set trust_remote_code run the model's own Python code (off by default)")
     g.addoption("--lc-efficiency-tolerance", default=None, metavar="FIG=PCT,...",
-                help="with --lc-update-baselines: gate prefill_tok_s, decode_tok_s, peak_mem_gb within these percentages")
+                help=f"with --lc-update-baselines: gate {', '.join(f.key for f in figures.gated())} within these "
+                     "percentages")
     g.addoption("--lc-wandb", default=None, metavar="PROJECT",
                 help="log the summary and per-item table to Weights & Biases (offline unless WANDB_MODE is set)")
     g.addoption("--lc-progress-every", type=float, default=180.0, metavar="S",
