@@ -51,8 +51,8 @@ def add_options(parser: pytest.Parser) -> None:
     g.addoption("--lc-allow-remote-code", action="store_true",
                 help="let specs that set trust_remote_code run the model's own Python code (off by default)")
     g.addoption("--lc-efficiency-tolerance", default=None, metavar="FIG=PCT,...",
-                help=f"with --lc-update-baselines: gate {', '.join(f.key for f in figures.gated())} within these "
-                     "percentages")
+                help="with --lc-update-baselines: gate "
+                     f"{', '.join(f.key for f in figures.reaching('gated'))} within these percentages")
     g.addoption("--lc-wandb", default=None, metavar="PROJECT",
                 help="log the summary and per-item table to Weights & Biases (offline unless WANDB_MODE is set)")
     g.addoption("--lc-progress-every", type=float, default=180.0, metavar="S",

@@ -267,7 +267,7 @@ def _finish(case: Case, session: LcSession, summary: dict[str, Any], benchmark_f
             warnings.warn(baselines.BaselineMachineWarning(message), stacklevel=2)
     session.store.put_test(summary)
     session.summaries.append(summary)
-    for figure in figures.recorded():  # JUnit properties lc_<key> and pytest-benchmark's extra_info
+    for figure in figures.reaching("recorded"):  # JUnit properties lc_<key> and pytest-benchmark's extra_info
         record_property(f"lc_{figure.key}", summary.get(figure.key))
         benchmark_fixture.extra_info[figure.key] = summary.get(figure.key)
     if verdict is not None and not verdict.ok:

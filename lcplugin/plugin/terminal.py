@@ -13,7 +13,7 @@ from ..results import figures
 def write_summary(terminalreporter: Any, lc: LcSession, config: pytest.Config) -> None:
     tr = terminalreporter
     tr.write_sep("=", "lcplugin summary")
-    columns = figures.in_terminal()
+    columns = figures.reaching("terminal")
     tr.write_line(" ".join([f"{'test':<44}", *(f.terminal_heading() for f in columns),
                             f"{'worker':>6}", f"{'vs baseline':>18}"]))
     for s in lc.summaries:

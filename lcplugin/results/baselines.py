@@ -168,7 +168,7 @@ def paired_counts(base_items: Mapping[str, Any], records: list[Mapping[str, Any]
 def parse_tolerances(text: str | None) -> dict[str, float]:
     """``prefill_tok_s=10,decode_tok_s=10,peak_mem_gb=5`` -> percentages per gated figure (figures.py)."""
     out: dict[str, float] = {}
-    gated = [f.key for f in figures.gated()]
+    gated = [f.key for f in figures.reaching("gated")]
     for part in (text or "").split(","):
         if not part.strip():
             continue
@@ -347,7 +347,8 @@ def record(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[
             **({"bits_per_byte": summary["bits_per_byte"], "perplexity": summary.get("perplexity")}
                if summary.get("bits_per_byte") is not None else {}),
             "machine": machine, "settings_hash": settings_hash, "settings": _plain(settings),
-            "efficiency": {f.key: summary.get(f.key) for f in figures.gated()}, "tolerance_pct": dict(tolerances or {}),
+            "efficiency": {f.key: summary.get(f.key) for f in figures.reaching("gated")},
+            "tolerance_pct": dict(tolerances or {}),
             **({"items": items} if items else {}), **({"windows": windows} if windows else {}),
             "recorded": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }

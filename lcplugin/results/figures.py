@@ -18,14 +18,18 @@ from typing import Any, Literal
 
 Better = Literal["higher", "lower"]
 Axis = Literal["linear", "log"]
+Output = Literal["terminal", "markdown", "plot", "gated", "recorded", "tracked"]  # Figure's fields of that name
 
 FRACTION = "fraction"  # a share between 0 and 1: plotted on a fixed 0..1 axis, so runs compare by eye
 
 
 @dataclass(frozen=True)
 class Column:
-    """How one table shows a figure: its header, its format spec, and (terminal only) its width;
-    the terminal right-aligns cells in fixed widths, markdown needs none."""
+    """How one table shows a figure: its header, its format spec, and (terminal only) its width.
+
+    Each table has its own format because they print some figures differently (prefill tokens/s:
+    ``12346`` in the terminal, ``12,346`` in report.md); the terminal right-aligns cells in fixed
+    widths, markdown needs none."""
 
     header: str
     fmt: str = ""
@@ -62,7 +66,8 @@ class Figure:
             raise ValueError(f"figures.py: figure {self.key!r} is gated but its 'better' is {self.better!r}; "
                              "set better='higher' or 'lower' so the gate knows which way is a regression")
         if self.plot not in (None, "linear", "log"):
-            raise ValueError(f"figures.py: figure {self.key!r} has plot={self.plot!r}; use 'linear', 'log' or None")
+            raise ValueError(f"figures.py: figure {self.key!r} has plot={self.plot!r}; use 'linear', 'log' "
+                             "or None")
 
     @property
     def worse(self) -> str:
@@ -122,7 +127,8 @@ FIGURES: tuple[Figure, ...] = (
     Figure("latency_p50_s", "latency per item, median (s)", "s", "lower", recorded=True),
     Figure("latency_p95_s", "latency per item, 95th percentile (s)", "s", "lower", recorded=True),
     Figure("peak_mem_gb", "peak GPU memory, torch allocator (GB)", "GB", "lower", gated=True, plot="linear",
-           terminal=Column("mem_gb", ".2f", 7), markdown=Column("peak mem GB", ".2f"), recorded=True, tracked=True),
+           terminal=Column("mem_gb", ".2f", 7), markdown=Column("peak mem GB", ".2f"), recorded=True,
+           tracked=True),
     Figure("nvml_device_gb", "GPU memory in use on the device, NVML (GB)", "GB", "lower", recorded=True),
     Figure("nvml_process_gb", "GPU memory of the engine's processes, NVML (GB)", "GB", "lower", recorded=True),
     Figure("energy_j_per_item", "GPU energy per item, NVML (J)", "J", "lower", recorded=True),
@@ -131,9 +137,11 @@ FIGURES: tuple[Figure, ...] = (
     Figure("perplexity", "token perplexity (last 100 tokens)", "", "lower", plot="log",
            terminal=Column("ppl", ".2f", 8), markdown=Column("perplexity", ".3f"), recorded=True, tracked=True),
     Figure("bits_per_byte", "bits per byte (PG-19)", "bits/byte", "lower", recorded=True),
-    Figure("wall_s", "the test's wall time (s)", "s", "lower", terminal=Column("test_s", ".1f", 7), recorded=True),
+    Figure("wall_s", "the test's wall time (s)", "s", "lower", terminal=Column("test_s", ".1f", 7),
+           recorded=True),
     Figure("items_per_hour", "items finished per hour of wall time", "items/h", "higher", recorded=True),
-    Figure("engine_load_s", "engine load paid by this test (s)", "s", "lower", terminal=Column("load_s", ".1f", 7)),
+    Figure("engine_load_s", "engine load paid by this test (s)", "s", "lower",
+           terminal=Column("load_s", ".1f", 7)),
 )
 
 
@@ -141,25 +149,7 @@ def get(key: str) -> Figure | None:
     return next((f for f in FIGURES if f.key == key), None)
 
 
-def in_terminal() -> tuple[Figure, ...]:
-    return tuple(f for f in FIGURES if f.terminal)
-
-
-def in_markdown() -> tuple[Figure, ...]:
-    return tuple(f for f in FIGURES if f.markdown)
-
-
-def plotted() -> tuple[Figure, ...]:
-    return tuple(f for f in FIGURES if f.plot)
-
-
-def gated() -> tuple[Figure, ...]:
-    return tuple(f for f in FIGURES if f.gated)
-
-
-def recorded() -> tuple[Figure, ...]:
-    return tuple(f for f in FIGURES if f.recorded)
-
-
-def tracked() -> tuple[Figure, ...]:
-    return tuple(f for f in FIGURES if f.tracked)
+def reaching(output: Output) -> tuple[Figure, ...]:
+    """The figures an output shows, in table order; read from ``FIGURES`` at each call, so a row added
+    at run time reaches every output."""
+    return tuple(f for f in FIGURES if getattr(f, output))

@@ -1,9 +1,9 @@
 """Reports: PNG plots and a markdown table of figures versus context length, across runs.
 
-One plot per benchmark and plotted figure (``figures.plotted()``: accuracy with its Wilson 95 %
-band, null rate, tokens/s, peak memory, PG-19's perplexity), one line per model, context on a log2
-axis; one markdown column per ``figures.in_markdown()``. Figures a run did not measure (memory on
-CPU) are left out of the plot, never drawn as zero.
+One plot per benchmark and plotted figure (``figures.reaching("plot")``: accuracy with its Wilson
+95 % band, null rate, tokens/s, peak memory, PG-19's perplexity), one line per model, context on a
+log2 axis; one markdown column per ``figures.reaching("markdown")``. Figures a run did not measure
+(memory on CPU) are left out of the plot, never drawn as zero.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def _series(tests: list[dict[str, Any]], key: str, several_runs: bool) -> dict[s
     return {k: sorted(v, key=lambda t: t["ctx"]) for k, v in sorted(lines.items())}
 
 
-def plot(tests: list[dict[str, Any]], benchmark: str, figure: Figure, out: Path, several_runs: bool) -> Path | None:
+def plot(tests: list[dict[str, Any]], benchmark: str, figure: Figure, out: Path,
+         several_runs: bool) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,7 +87,7 @@ def plot(tests: list[dict[str, Any]], benchmark: str, figure: Figure, out: Path,
 
 def markdown(tests: list[dict[str, Any]], images: dict[str, list[Path]]) -> str:
     out = ["# lcplugin report", ""]
-    columns = figures.in_markdown()
+    columns = figures.reaching("markdown")
     for bench in sorted({t["benchmark"] for t in tests}):
         rows = sorted((t for t in tests if t["benchmark"] == bench), key=lambda t: (t["model"], t["ctx"], t["run_id"]))
         budget = any("budget" in t for t in rows)  # LongBench-v2: which max_len cut its prompts
@@ -113,7 +114,7 @@ def write_report(run_dirs: Sequence[Path], out: Path) -> list[Path]:
     several = len({t["run_id"] for t in tests}) > 1
     images: dict[str, list[Path]] = defaultdict(list)
     for bench in sorted({t["benchmark"] for t in tests}):
-        for figure in figures.plotted():
+        for figure in figures.reaching("plot"):
             path = plot(tests, bench, figure, out, several)
             if path:
                 images[bench].append(path)

@@ -16,7 +16,7 @@ from .store import iter_records
 
 def summary_columns() -> tuple[str, ...]:
     """The summary table's columns: which test, then every tracked figure (figures.py)."""
-    return ("benchmark", "model", "ctx", *(f.key for f in figures.tracked()))
+    return ("benchmark", "model", "ctx", *(f.key for f in figures.reaching("tracked")))
 
 
 def log_run(project: str, run_dir: Path, meta: dict[str, Any], tests: list[dict[str, Any]]) -> str:
