@@ -20,6 +20,7 @@ from ..config.contexts import parse_ctx_list
 from ..config.settings import Settings, parse_data_option, parse_engine_arg, parse_select
 from ..engines.registry import registered_engines
 from ..errors import LcError
+from ..results import figures
 from ..results.baselines import parse_tolerances
 
 T = TypeVar("T")
@@ -128,7 +129,8 @@ def add_options(parser: pytest.Parser) -> None:
     g.addoption("--lc-allow-remote-code", action="store_true",
                 help="let specs that set trust_remote_code run the model's own Python code (off by default)")
     typed("--lc-efficiency-tolerance", parse_tolerances, default=None, metavar="FIG=PCT,...",
-          help="with --lc-update-baselines: gate prefill_tok_s, decode_tok_s, peak_mem_gb within these percentages")
+          help="with --lc-update-baselines: gate "
+               f"{', '.join(f.key for f in figures.reaching('gated'))} within these percentages")
     g.addoption("--lc-wandb", default=None, metavar="PROJECT",
                 help="log the summary and per-item table to Weights & Biases (offline unless WANDB_MODE is set)")
     typed("--lc-progress-every", number(0, None, "--lc-progress-every 60"), default=180.0, metavar="S",

@@ -24,12 +24,9 @@ from ..engines.manager import EngineManager
 from ..engines.registry import efficiency_only_args, engine_entry, registered_engines
 from ..errors import EngineError, LcError, WorkerDied
 from ..models.hub import hub_status, weights_unreachable
-from ..results import baselines
+from ..results import baselines, figures
 
 SYNTHETIC_DEFAULT_LIMIT = 8
-PROPERTY_FIELDS = ("n", "accuracy", "null_rate", "prefill_tok_s", "decode_tok_s", "ttft_s", "latency_p50_s",
-                   "latency_p95_s", "wall_s", "items_per_hour", "peak_mem_gb", "nvml_device_gb", "nvml_process_gb",
-                   "energy_j_per_item", "peak_rss_gb", "truncated", "perplexity", "bits_per_byte")
 
 
 def skip_reason(case: Case, session: LcSession) -> str | None:
@@ -276,9 +273,9 @@ def _finish(case: Case, session: LcSession, summary: dict[str, Any], benchmark_f
             warnings.warn(baselines.BaselineMachineWarning(message), stacklevel=2)
     session.store.put_test(summary)
     session.summaries.append(summary)
-    for name in PROPERTY_FIELDS:
-        record_property(f"lc_{name}", summary.get(name))
-        benchmark_fixture.extra_info[name] = summary.get(name)
+    for figure in figures.reaching("recorded"):  # JUnit properties lc_<key> and pytest-benchmark's extra_info
+        record_property(f"lc_{figure.key}", summary.get(figure.key))
+        benchmark_fixture.extra_info[figure.key] = summary.get(figure.key)
     if verdict is not None and not verdict.ok:
         pytest.fail("\n".join(verdict.failures), pytrace=False)
     return summary

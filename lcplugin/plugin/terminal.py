@@ -7,20 +7,16 @@ from typing import Any
 import pytest
 
 from ..config.session import LcSession
-
-
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+from ..results import figures
 
 
 def write_summary(terminalreporter: Any, lc: LcSession, config: pytest.Config) -> None:
     tr = terminalreporter
     tr.write_sep("=", "lcplugin summary")
-    header = (f"{'test':<44} {'n':>4} {'acc':>6} {'ci95':>13} {'null':>6} {'prefill/s':>10} {'decode/s':>9} "
-              f"{'ttft_s':>7} {'mem_gb':>7} {'ppl':>8} {'test_s':>7} {'load_s':>7} {'worker':>6} {'vs baseline':>18}")
-    tr.write_line(header)
+    columns = figures.reaching("terminal")
+    tr.write_line(" ".join([f"{'test':<44}", *(f.terminal_heading() for f in columns),
+                            f"{'worker':>6}", f"{'vs baseline':>18}"]))
     for s in lc.summaries:
-        ci = s.get("accuracy_ci95")
         b = s.get("baseline", {})
         if b.get("status") == "recorded":
             vs = "recorded"
@@ -28,15 +24,10 @@ def write_summary(terminalreporter: Any, lc: LcSession, config: pytest.Config) -
             vs = "no baseline"
         else:
             delta = b.get("delta_accuracy")
-            vs = f"{_fmt(delta, '+.3f')} {b.get('status')}"
+            vs = f"{figures.show(delta, '+.3f', '-')} {b.get('status')}"
         name = f"{s['benchmark']}[{s['test']}]" + (f" budget={s['budget']}" if s.get("budget") else "")
-        tr.write_line(
-            f"{name:<44} {s['n']:>4} {_fmt(s.get('accuracy'), '.3f'):>6} "
-            f"{('[' + _fmt(ci[0], '.2f') + ',' + _fmt(ci[1], '.2f') + ']') if ci else '-':>13} "
-            f"{_fmt(s.get('null_rate'), '.3f'):>6} {_fmt(s.get('prefill_tok_s'), '.0f'):>10} "
-            f"{_fmt(s.get('decode_tok_s'), '.1f'):>9} {_fmt(s.get('ttft_s'), '.3f'):>7} "
-            f"{_fmt(s.get('peak_mem_gb'), '.2f'):>7} {_fmt(s.get('perplexity'), '.2f'):>8} "
-            f"{_fmt(s.get('wall_s'), '.1f'):>7} {_fmt(s.get('engine_load_s'), '.1f'):>7} {s.get('worker') or '-':>6} {vs:>18}")
+        tr.write_line(" ".join([f"{name:<44}", *(f.terminal_cell(s) for f in columns),
+                                f"{s.get('worker') or '-':>6}", f"{vs:>18}"]))
     loads = lc.store.meta.get("engine_loads", [])
     tr.write_line(f"engine loads: {len(loads)}, {sum(x['load_s'] for x in loads):.1f} s "
                   f"({', '.join(sorted({x['model'] + '@' + x['worker'] for x in loads}))}); "

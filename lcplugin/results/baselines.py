@@ -23,6 +23,7 @@ from typing import Any
 
 from ..config.contexts import ctx_label
 from ..errors import LcError
+from . import figures
 from .stats import fisher_greater, fisher_less, mcnemar_worse, paired_t_greater, welch_t_greater
 from .store import atomic_write_json
 
@@ -164,19 +165,17 @@ def paired_counts(base_items: Mapping[str, Any], records: list[Mapping[str, Any]
     return b, c, n
 
 
-EFFICIENCY = {"prefill_tok_s": "fall", "decode_tok_s": "fall", "peak_mem_gb": "grow"}
-
-
 def parse_tolerances(text: str | None) -> dict[str, float]:
-    """``prefill_tok_s=10,decode_tok_s=10,peak_mem_gb=5`` -> percentages per figure."""
+    """``prefill_tok_s=10,decode_tok_s=10,peak_mem_gb=5`` -> percentages per gated figure (figures.py)."""
     out: dict[str, float] = {}
+    gated = [f.key for f in figures.reaching("gated")]
     for part in (text or "").split(","):
         if not part.strip():
             continue
         key, sep, value = part.partition("=")
-        if not sep or key.strip() not in EFFICIENCY:
+        if not sep or key.strip() not in gated:
             raise LcError(f"--lc-efficiency-tolerance {text!r}: write FIGURE=PERCENT,... with FIGURE one of "
-                          f"{', '.join(EFFICIENCY)}")
+                          f"{', '.join(gated)}")
         try:
             out[key.strip()] = float(value)
         except ValueError:
@@ -191,16 +190,13 @@ def judge_efficiency(entry: Mapping[str, Any], summary: Mapping[str, Any], path:
     gate only where the baseline has them, and ``judge`` calls this only on the machine that recorded them."""
     failures = []
     base = entry.get("efficiency") or {}
-    for figure, pct in (entry.get("tolerance_pct") or {}).items():
-        old, new = base.get(figure), summary.get(figure)
-        if old is None or new is None or figure not in EFFICIENCY:
+    for name, pct in (entry.get("tolerance_pct") or {}).items():
+        old, new, figure = base.get(name), summary.get(name), figures.get(name)
+        if old is None or new is None or figure is None or not figure.gated:
             continue
-        if EFFICIENCY[figure] == "fall" and new < old * (1 - pct / 100):
-            failures.append(f"{figure} fell from {old:.4g} to {new:.4g} (baseline {path}, {key}): more than the "
-                            f"{pct:g} % the baseline allows")
-        if EFFICIENCY[figure] == "grow" and new > old * (1 + pct / 100):
-            failures.append(f"{figure} grew from {old:.4g} to {new:.4g} (baseline {path}, {key}): more than the "
-                            f"{pct:g} % the baseline allows")
+        if figure.beyond(old, new, pct):
+            failures.append(f"{name} {figure.worse} from {old:.4g} to {new:.4g} (baseline {path}, {key}): more "
+                            f"than the {pct:g} % the baseline allows")
     return failures
 
 
@@ -351,7 +347,8 @@ def record(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[
             **({"bits_per_byte": summary["bits_per_byte"], "perplexity": summary.get("perplexity")}
                if summary.get("bits_per_byte") is not None else {}),
             "machine": machine, "settings_hash": settings_hash, "settings": _plain(settings),
-            "efficiency": {k: summary.get(k) for k in EFFICIENCY}, "tolerance_pct": dict(tolerances or {}),
+            "efficiency": {f.key: summary.get(f.key) for f in figures.reaching("gated")},
+            "tolerance_pct": dict(tolerances or {}),
             **({"items": items} if items else {}), **({"windows": windows} if windows else {}),
             "recorded": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }

@@ -1,8 +1,9 @@
 """Reports: PNG plots and a markdown table of figures versus context length, across runs.
 
-One plot per benchmark and figure (accuracy with its Wilson 95 % band, null rate, prefill and
-decode tokens/s, peak memory, and perplexity for PG-19), one line per model, context on a log2
-axis. Figures a run did not measure (memory on CPU) are left out of the plot, never drawn as zero.
+One plot per benchmark and plotted figure (``figures.reaching("plot")``: accuracy with its Wilson
+95 % band, null rate, tokens/s, peak memory, PG-19's perplexity), one line per model, context on a
+log2 axis; one markdown column per ``figures.reaching("markdown")``. Figures a run did not measure
+(memory on CPU) are left out of the plot, never drawn as zero.
 """
 
 from __future__ import annotations
@@ -15,15 +16,8 @@ from typing import Any
 
 from ..config.contexts import ctx_label
 from ..errors import LcError
-
-FIGURES = [  # (summary key, axis label, log scale)
-    ("accuracy", "accuracy", False),
-    ("null_rate", "null rate (no parseable answer)", False),
-    ("prefill_tok_s", "prefill tokens/s", True),
-    ("decode_tok_s", "decode tokens/s", True),
-    ("peak_mem_gb", "peak GPU memory, torch allocator (GB)", False),
-    ("perplexity", "token perplexity (last 100 tokens)", True),
-]
+from . import figures
+from .figures import Figure
 
 
 def load_tests(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
@@ -51,13 +45,14 @@ def _series(tests: list[dict[str, Any]], key: str, several_runs: bool) -> dict[s
     return {k: sorted(v, key=lambda t: t["ctx"]) for k, v in sorted(lines.items())}
 
 
-def plot(tests: list[dict[str, Any]], benchmark: str, key: str, label: str, log: bool, out: Path,
+def plot(tests: list[dict[str, Any]], benchmark: str, figure: Figure, out: Path,
          several_runs: bool) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    key, label, band = figure.key, figure.label, figure.interval
     lines = _series([t for t in tests if t["benchmark"] == benchmark], key, several_runs)
     if not lines:
         return None
@@ -68,19 +63,19 @@ def plot(tests: list[dict[str, Any]], benchmark: str, key: str, label: str, log:
         ys = [r[key] for r in rows]
         ticks.update(xs)
         (line,) = ax.plot(xs, ys, marker="o", label=name)
-        if key == "accuracy" and all(r.get("accuracy_ci95") for r in rows):
-            ax.fill_between(xs, [r["accuracy_ci95"][0] for r in rows], [r["accuracy_ci95"][1] for r in rows],
+        if band and all(r.get(band) for r in rows):
+            ax.fill_between(xs, [r[band][0] for r in rows], [r[band][1] for r in rows],
                             color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(ticks), [ctx_label(x) for x in sorted(ticks)])
     ax.minorticks_off()
-    if log:
+    if figure.plot == "log":
         ax.set_yscale("log")
-    if key in ("accuracy", "null_rate"):
+    if figure.unit == figures.FRACTION:
         ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel(label)
-    ax.set_title(f"{benchmark}: {label}" + (" (band: Wilson 95 %)" if key == "accuracy" else ""), fontsize=10)
+    ax.set_title(f"{benchmark}: {label}" + (" (band: Wilson 95 %)" if band else ""), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
@@ -90,27 +85,20 @@ def plot(tests: list[dict[str, Any]], benchmark: str, key: str, label: str, log:
     return path
 
 
-def _fmt(v: Any, spec: str) -> str:
-    return "–" if v is None else format(v, spec)
-
-
 def markdown(tests: list[dict[str, Any]], images: dict[str, list[Path]]) -> str:
     out = ["# lcplugin report", ""]
+    columns = figures.reaching("markdown")
     for bench in sorted({t["benchmark"] for t in tests}):
         rows = sorted((t for t in tests if t["benchmark"] == bench), key=lambda t: (t["model"], t["ctx"], t["run_id"]))
         budget = any("budget" in t for t in rows)  # LongBench-v2: which max_len cut its prompts
         out += [f"## {bench}", "",
-                "| model | run | ctx |" + (" budget |" if budget else "") + " n | accuracy [95 % CI] | null rate | "
-                "prefill tok/s | decode tok/s | TTFT s | peak mem GB | perplexity |",
-                "| --- | --- | --- |" + (" --- |" if budget else "") + " --- | --- | --- | --- | --- | --- | --- | --- |"]
+                "| model | run | ctx |" + (" budget |" if budget else "")
+                + "".join(f" {f.markdown_heading()} |" for f in columns),
+                "| --- | --- | --- |" + (" --- |" if budget else "") + " --- |" * len(columns)]
         for t in rows:
-            ci = t.get("accuracy_ci95")
-            acc = f"{_fmt(t.get('accuracy'), '.3f')} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else _fmt(t.get("accuracy"), ".3f")
             shown = f" {t.get('budget') or '–'} |" if budget else ""
-            out.append(f"| {t['model']} | {t['run_id']} | {ctx_label(t['ctx'])} |{shown} {t['n']} | {acc} | "
-                       f"{_fmt(t.get('null_rate'), '.3f')} | {_fmt(t.get('prefill_tok_s'), ',.0f')} | "
-                       f"{_fmt(t.get('decode_tok_s'), ',.1f')} | {_fmt(t.get('ttft_s'), '.3f')} | "
-                       f"{_fmt(t.get('peak_mem_gb'), '.2f')} | {_fmt(t.get('perplexity'), '.3f')} |")
+            out.append(f"| {t['model']} | {t['run_id']} | {ctx_label(t['ctx'])} |{shown}"
+                       + "".join(f" {f.markdown_cell(t)} |" for f in columns))
         out.append("")
         out += [f"![{p.stem}]({p.name})" for p in images.get(bench, [])]
         out.append("")
@@ -126,8 +114,8 @@ def write_report(run_dirs: Sequence[Path], out: Path) -> list[Path]:
     several = len({t["run_id"] for t in tests}) > 1
     images: dict[str, list[Path]] = defaultdict(list)
     for bench in sorted({t["benchmark"] for t in tests}):
-        for key, label, log in FIGURES:
-            path = plot(tests, bench, key, label, log, out, several)
+        for figure in figures.reaching("plot"):
+            path = plot(tests, bench, figure, out, several)
             if path:
                 images[bench].append(path)
     md = out / "report.md"

@@ -10,10 +10,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from . import figures
 from .store import iter_records
 
-COLUMNS = ("benchmark", "model", "ctx", "n", "accuracy", "null_rate", "prefill_tok_s", "decode_tok_s", "ttft_s",
-           "peak_mem_gb", "perplexity")
+
+def summary_columns() -> tuple[str, ...]:
+    """The summary table's columns: which test, then every tracked figure (figures.py)."""
+    return ("benchmark", "model", "ctx", *(f.key for f in figures.reaching("tracked")))
 
 
 def log_run(project: str, run_dir: Path, meta: dict[str, Any], tests: list[dict[str, Any]]) -> str:
@@ -24,7 +27,8 @@ def log_run(project: str, run_dir: Path, meta: dict[str, Any], tests: list[dict[
     os.environ.setdefault("WANDB_MODE", "offline")
     run = wandb.init(project=project, name=meta.get("run_id"), config={k: meta.get(k) for k in
                      ("settings", "settings_hash", "versions", "device", "git_revision")}, dir=str(run_dir))
-    run.log({"summary": wandb.Table(columns=list(COLUMNS), data=[[t.get(c) for c in COLUMNS] for t in tests])})
+    columns = summary_columns()
+    run.log({"summary": wandb.Table(columns=list(columns), data=[[t.get(c) for c in columns] for t in tests])})
     rows = []
     for path in sorted((run_dir / "records").rglob("*.jsonl")):
         for r in iter_records(path):
