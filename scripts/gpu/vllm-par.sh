@@ -11,9 +11,9 @@ mkdir -p "$OUT"
 gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
 list0=($1) list1=($2)
 if [ "$gpus" -ge 2 ]; then
-  CUDA_VISIBLE_DEVICES=0 OUT="$OUT/$tag-gpu0" LC_RUNS="/tmp/lc-runs-$tag-0" LC_CKPT=/tmp/lc-ckpt-0 LC_BOOKS=/tmp/lc-books-0 \
+  CUDA_VISIBLE_DEVICES=0 OUT="$OUT/$tag-gpu0" LC_RUNS="/tmp/lc-runs-$tag-0" LC_BOOKS=/tmp/lc-books-0 \
     timeout "${DEADLINE:-540}" bash scripts/gpu/vllm-run.sh "${list0[@]}" > "$OUT/$tag-gpu0.out" 2>&1 &
-  CUDA_VISIBLE_DEVICES=1 OUT="$OUT/$tag-gpu1" LC_RUNS="/tmp/lc-runs-$tag-1" LC_CKPT=/tmp/lc-ckpt-1 LC_BOOKS=/tmp/lc-books-1 \
+  CUDA_VISIBLE_DEVICES=1 OUT="$OUT/$tag-gpu1" LC_RUNS="/tmp/lc-runs-$tag-1" LC_BOOKS=/tmp/lc-books-1 \
     timeout "${DEADLINE:-540}" bash scripts/gpu/vllm-run.sh "${list1[@]}" > "$OUT/$tag-gpu1.out" 2>&1 &
   wait
 else
