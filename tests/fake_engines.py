@@ -122,7 +122,8 @@ class FakeEngine(EngineTelemetry):
 
     def telemetry_end(self) -> dict[str, Any]:
         self._event("telemetry_end")
-        return super().telemetry_end()
+        # LC_FAKE_TELEMETRY: figures this engine claims to measure itself (JSON), as vLLM's mem_used_gb
+        return {**super().telemetry_end(), **json.loads(os.environ.get("LC_FAKE_TELEMETRY", "{}"))}
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingSettings) -> list[Completion]:
         self._event("generate", lengths=[len(p) for p in prompts])

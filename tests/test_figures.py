@@ -161,7 +161,7 @@ def test_every_tracked_figure_reaches_wandb(table, tmp_path: Path, monkeypatch: 
         f.key: summary[f.key] for f in table if f.tracked}
 
 
-# A run as a user makes it, with the fake engine; its conftest adds ITL to the table and a producer
+# A run as a user makes it, with the fake engine; a -p plugin adds ITL to the table and a producer
 # for it to summary.efficiency, as a contributor's two-file change would.
 ADD_ITL = f"""
 from lcplugin.results import figures, summary
@@ -189,11 +189,14 @@ def test_pg19(lc_case, lc_run):
 def test_a_run_writes_every_figure_and_one_added_at_run_time(pytester: pytest.Pytester,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     # the subprocess imports tests.fake_engines from the checkout (its cwd is pytester's folder)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    pytester.makeconftest(ADD_ITL)
+    # the figure arrives in a -p plugin: options are checked when parsed, before any conftest.py loads
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), str(pytester.path),
+                                                                   os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("LC_FAKE_TELEMETRY", '{"mem_used_gb": 2.5}')  # a figure the engine measures itself
+    pytester.makepyfile(itl_plugin=ADD_ITL)
     pytester.makepyfile(test_benches=BENCHES)
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-p", "tests.fake_engines", "--lc-engine", "fake", "--lc-models", "tiny-llama",
+        "-p", "no:cacheprovider", "-p", "tests.fake_engines", "-p", "itl_plugin", "--lc-engine", "fake", "--lc-models", "tiny-llama",
         "--lc-ctx", "1k", "--lc-limit", "1", "--lc-results", "res", "--lc-baselines", "bl",
         "--lc-update-baselines", "--lc-efficiency-tolerance", "itl_p99_s=10",
         "--junitxml", "junit.xml", "--benchmark-json", "bench.json")
@@ -203,6 +206,7 @@ def test_a_run_writes_every_figure_and_one_added_at_run_time(pytester: pytest.Py
     tests = {t["benchmark"]: t for t in json.loads((folder / "summary.json").read_text())["tests"]}
     assert [f.key for f in table if not any(f.key in t for t in tests.values())] == []
     assert tests["longbench_v2"]["itl_p99_s"] == 0.125
+    assert tests["longbench_v2"]["mem_used_gb"] == 2.5  # from the engine's telemetry, by its figure key
     for case in ET.parse(pytester.path / "junit.xml").getroot().iter("testcase"):
         props = {p.get("name"): p.get("value") for p in case.iter("property")}
         assert [f.key for f in table if f.recorded and f"lc_{f.key}" not in props] == [], case.get("name")

@@ -207,8 +207,8 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
         # (under vLLM its whole KV-cache pool). NVML's device figure includes other processes and, under
         # vLLM, its pre-allocation; its process figure too.
         "peak_mem_gb": tele.get("torch_peak_gb"), "peak_mem_what": tele.get("peak_mem_what"),
-        # vLLM: weights + the KV blocks the test's sequences held (its pool is pre-allocated; see engines/vllm.py)
-        "mem_used_gb": tele.get("mem_used_gb"), "kv_used_gb": tele.get("kv_used_gb"),
+        # any figure an engine measures under its own key (vLLM's mem_used_gb) reaches the summary as it is
+        **{f.key: tele[f.key] for f in figures.FIGURES if f.key in tele},
         "nvml_device_gb": tele.get("nvml_device_gb"),
         "nvml_process_gb": tele.get("nvml_process_gb"), "energy_j": tele.get("energy_j"),
         "energy_j_per_item": (tele["energy_j"] / len(records)) if tele.get("energy_j") and records else None,
@@ -220,6 +220,8 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
         "rope": dict(config.rope) if config.rope else None, "protocol": session.settings.bench.as_dict(),
         **bench.aggregate(records),
     })
+    for figure in figures.FIGURES:  # every figure in every summary: None where this test measured none
+        summary.setdefault(figure.key, None)
     quality = quality_settings(case, session, bench, sampling, config.engine, source.digest)
     return _finish(case, session, summary, benchmark_fixture, record_property, records, quality)
 
