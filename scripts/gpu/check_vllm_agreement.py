@@ -11,7 +11,9 @@ many of the first ``new`` tokens are identical (and the first position that diff
 and the per-token mean difference of the chosen tokens' log-probabilities (vLLM's minus transformers'), and the NLL of the last
 100 tokens of one context-long window from each engine with their relative difference. Random
 weights give near-ties that bf16 can flip, so a differing token is reported, not failed.
-vLLM is loaded once at the largest context; transformers once.
+vLLM is loaded once at the largest context, in a child process of its own: closing vLLM does not
+give its pre-allocated pool back to a process (seen on the H200: transformers then ran out of memory
+beside it), while a process's exit does. Transformers is loaded once, after.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def main() -> int:
     ap.add_argument("--text", default=None)
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--rope", default=None, help="JSON rope parameters for both engines (e.g. YaRN)")
+    ap.add_argument("--vllm-only", default=None, help=argparse.SUPPRESS)  # the child: vLLM's half into this file
     args = ap.parse_args()
     from transformers import AutoTokenizer
 
@@ -65,25 +68,36 @@ def main() -> int:
                             dtype=args.dtype, rope=rope, engine_args={"ignore_eos": True, **extra},
                             max_model_len=max(contexts) if engine == "vllm" else None)
 
-    from lcplugin.engines.vllm import VLLMEngine
+    if args.vllm_only:  # the child process: vLLM's half, written for the parent
+        from lcplugin.engines.vllm import VLLMEngine
 
-    t0 = time.perf_counter()
-    vllm = VLLMEngine(config("vllm", max_num_seqs=4))
-    result["vllm_load_s"] = time.perf_counter() - t0
-    from vllm import SamplingParams
-    from vllm.inputs import TokensPrompt
+        t0 = time.perf_counter()
+        vllm = VLLMEngine(config("vllm", max_num_seqs=4))
+        load_s = time.perf_counter() - t0
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
 
-    got: dict = {}
-    try:
+        got: dict = {}
         for c in contexts:
             params = SamplingParams(max_tokens=args.new, temperature=0.0, logprobs=0, ignore_eos=True)
             out = vllm.llm.generate([TokensPrompt(prompt_token_ids=prompts[c])], params, use_tqdm=False)[0].outputs[0]
             ids = list(out.token_ids)
-            lps = [out.logprobs[i][t].logprob for i, t in enumerate(ids)]
-            got[c] = {"ids": ids, "logprobs": lps, "nll_window": vllm.loglikelihood(windows[c], 100).nll}
-    finally:
-        vllm.close()
-    del vllm
+            got[str(c)] = {"ids": ids, "logprobs": [out.logprobs[i][t].logprob for i, t in enumerate(ids)],
+                           "nll_window": vllm.loglikelihood(windows[c], 100).nll}
+        Path(args.vllm_only).write_text(json.dumps({"load_s": load_s, "contexts": got}))
+        return 0
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        half = Path(tmp) / "vllm.json"
+        child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--vllm-only", str(half)], check=False)
+        if child.returncode != 0 or not half.exists():
+            print(f"vLLM's half failed (exit {child.returncode}); see its output above", file=sys.stderr)
+            return 1
+        done = json.loads(half.read_text())
+    result["vllm_load_s"] = done["load_s"]
+    got = {int(c): v for c, v in done["contexts"].items()}
     from lcplugin.engines.hf import HFEngine
 
     t0 = time.perf_counter()
