@@ -110,18 +110,24 @@ class _AdaLEval(GenerationBenchmark):
         setting = ctx_label(ctx)
         count = min(official_count(setting), limit) if limit else official_count(setting)
         if source.kind == "synthetic":
-            return [self.to_item(raw, f"synthetic item {i}") for i, raw in enumerate(self.synthetic(count, ctx))]
+            return [self.checked_item(raw, f"synthetic item {i}") for i, raw in enumerate(self.synthetic(count, ctx))]
         if source.kind != "file":
             raise DataError(f"{self.name}: unknown data source kind {source.kind!r}")
         items = []
         for where, raw in read_records(self.path_for(source, ctx), self.name):
-            items.append(self.to_item(raw, where))
+            items.append(self.checked_item(raw, where))
             if len(items) >= count:
                 break
         return items
 
+    required: tuple[str, ...] = ()  # the fields every raw item must have, checked before to_item
+
     def to_item(self, raw: Mapping[str, Any], where: str) -> Item:
         raise NotImplementedError
+
+    def checked_item(self, raw: Mapping[str, Any], where: str) -> Item:
+        require_fields(raw, self.required, where)
+        return self.to_item(raw, where)
 
     def synthetic(self, n: int, ctx: int) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -138,9 +144,9 @@ class _AdaLEval(GenerationBenchmark):
 class BestAnswer(_AdaLEval):
     name = "ada_leval_bestanswer"
     file_prefix = "stackselect"
+    required = ("question_id", "question", "all_answers", "answer")
 
     def to_item(self, raw: Mapping[str, Any], where: str) -> Item:
-        require_fields(raw, ("question_id", "question", "all_answers", "answer"), where)
         n = len(raw["all_answers"])
         if not re.fullmatch(r"A\d+", str(raw["answer"])) or not 1 <= int(raw["answer"][1:]) <= n:
             raise DataError(f"{where}: field 'answer' is {raw['answer']!r}; expected A1..A{n}")
@@ -172,17 +178,17 @@ class BestAnswer(_AdaLEval):
 class TSort(_AdaLEval):
     name = "ada_leval_tsort"
     file_prefix = "textsort"
+    required = ("book_id", "para_offset", "answer", "prompt")
+
+    def prompt_text(self, item: Item) -> str:
+        return item.fields["prompt"]
 
     def to_item(self, raw: Mapping[str, Any], where: str) -> Item:
-        require_fields(raw, ("book_id", "para_offset", "answer", "prompt"), where)
         answer = json.loads(raw["answer"]) if isinstance(raw["answer"], str) else raw["answer"]
         if sorted(answer) != [1, 2, 3, 4]:
             raise DataError(f"{where}: field 'answer' is {raw['answer']!r}; expected a permutation of 1, 2, 3, 4")
         item_id = f"{raw['book_id']}_{'_'.join(str(x) for x in raw['para_offset'])}"
         return Item(id=item_id, gold=json.dumps(answer), fields=dict(raw), meta={})
-
-    def prompt_text(self, item: Item) -> str:
-        return item.fields["prompt"]
 
     def score(self, item: Item, response: str) -> dict[str, Any]:
         pred = extract_tsort(response)
