@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -141,15 +142,20 @@ def test_xdist_speedup_script_runs_on_cpu_with_tiny_models(tmp_path):
 
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "TEMPLATE": "lcplugin/specs/tiny-llama.toml", "CTX": "1k", "LIMIT": "1",
-           "NS": "1 2", "DATA": "", "PY": sys.executable, "SPECS": str(tmp_path / "specs")}
+           "NS": "1 2", "ORDER": "2 1 1", "DATA": "", "PY": sys.executable, "SPECS": str(tmp_path / "specs")}
     env.pop("OMP_NUM_THREADS", None)
     run = subprocess.run(["bash", "scripts/gpu/xdist-speedup.sh"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     rows = json.loads((out / "xdist-speedup.json").read_text())
     assert set(rows) == {"1", "2"}
+    # a warm-up run that is not counted, then the order given: -n 2 first, -n 1 twice
+    assert (out / "runs-warmup").is_dir() and [r["run"] for r in rows["2"]["runs"]] == [1]
+    assert [r["run"] for r in rows["1"]["runs"]] == [2, 3] and len(rows["1"]["walls"]) == 2
     for n, row in rows.items():
-        assert row["tests"] == 4 and row["wall_s"] > row["test_s"] > 0
-        assert sorted(x["model"] for x in row["engine_loads"]) == [f"xdist-{m}" for m in "abcd"]
-        assert row["workers"] == (["gw0"] if n == "1" else ["gw0", "gw1"])
-    assert rows["1"]["speedup"] == 1.0
+        assert row["wall_s"] == statistics.median(row["walls"])
+        for run_ in row["runs"]:
+            assert run_["tests"] == 4 and run_["wall_s"] > run_["test_s"] > 0
+            assert sorted(x["model"] for x in run_["engine_loads"]) == [f"xdist-{m}" for m in "abcd"]
+            assert run_["workers"] == (["gw0"] if n == "1" else ["gw0", "gw1"])
+    assert rows["1"]["speedup"] == 1.0 and rows["2"]["speedup"] == rows["1"]["wall_s"] / rows["2"]["wall_s"]
