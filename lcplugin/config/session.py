@@ -1,7 +1,8 @@
-"""Session state: the options as typed settings, the model matrix, caches, and the run store.
+"""Session state: the options as typed settings, the model matrix, and the run store.
 
 Everything here is pytest-independent data; the plugin builds one ``LcSession`` from the command
-line and hands it to the fixtures.
+line and hands it to the fixtures. What a session loads once (tokenizers, items, data digests) is
+``plugin.caches.SessionCaches``'.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import json
 import platform
 import subprocess
 import time
+from collections.abc import MutableMapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +105,8 @@ class LcSession:
             check_engine_args(engine, spec.engine_args, f"spec {spec.path} field engine_args")
             check_engine_args(engine, dict(settings.engine_args), f"--lc-engine-arg (model {spec.name})")
         self.summaries: list[dict[str, Any]] = []
-        self.tokenizers: dict[str, Any] = {}
-        self.items: dict[tuple, list] = {}
-        self.token_caches: dict[int, Any] = {}
         self._store: RunStore | None = None
         self._lock: RunLock | None = None  # held from the run folder's choice to the session's end
-        self._digests: dict[tuple[str, str], str] = {}  # data digests, computed once per session
         self._run_id: str | None = None
         self.worker_run: tuple[str, str] | None = None  # (run id, worker id) under pytest-xdist
 
@@ -127,25 +126,33 @@ class LcSession:
     def model_order(self, name: str) -> int:
         return [s.name for s in self.selected].index(name)
 
-    def data_source(self, benchmark: str, spec: ModelSpec) -> DataSource:
+    @cached_property
+    def case_ids(self) -> dict[str, tuple[str, int]]:
+        """Each case id of the matrix (``model-ctx``) with its (model, context)."""
+        return {f"{s.name}-{ctx_label(c)}": (s.name, c) for s in self.selected for c in self.contexts_for(s)}
+
+    def data_source(self, benchmark: str, spec: ModelSpec,
+                    digests: MutableMapping[tuple[str, str], str] | None = None) -> DataSource:
         """Where a benchmark's items come from, with the digest that keys records and caches: a file's
-        or a folder's content (the files the benchmark reads), or the hub dataset's resolved revision."""
+        or a folder's content (the files the benchmark reads), or the hub dataset's resolved revision.
+        ``digests`` remembers them across calls (the session's caches); without it each is computed."""
         key = DATA_KEYS.get(benchmark, benchmark)
+        memo = {} if digests is None else digests
         if key in self.settings.data:
             path = Path(self.settings.data[key]).expanduser()
             if not path.is_absolute():
                 path = self.rootdir / path
-            return DataSource(kind="file", location=str(path), digest=self._digest(benchmark, path))
+            return DataSource(kind="file", location=str(path), digest=self._digest(benchmark, path, memo))
         if spec.default_data == "synthetic":
             return DataSource(kind="synthetic", location="seeded", digest="synthetic-v1")
-        return DataSource(kind="hub", location=key, digest=self._digest(benchmark, None))
+        return DataSource(kind="hub", location=key, digest=self._digest(benchmark, None, memo))
 
-    def _digest(self, benchmark: str, path: Path | None) -> str:
+    def _digest(self, benchmark: str, path: Path | None, digests: MutableMapping[tuple[str, str], str]) -> str:
         from ..benchmarks.base import get_benchmark
         from ..benchmarks.datafiles import file_digest, folder_digest
 
         memo = (benchmark, str(path))
-        if memo not in self._digests:
+        if memo not in digests:
             if path is None:
                 digest = hub_digest(benchmark)
             elif path.is_file():
@@ -154,8 +161,8 @@ class LcSession:
                 digest = "dir:" + folder_digest(path, pattern)
             else:
                 digest = f"path:{path}"  # absent, or a folder where a file is read: loading fails naming it
-            self._digests[memo] = digest
-        return self._digests[memo]
+            digests[memo] = digest
+        return digests[memo]
 
     def results_root(self) -> Path:
         results = self.settings.results

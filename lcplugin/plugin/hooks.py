@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from ..config.session import Case, LcSession
 from ..errors import LcError
 from . import options
+
+if TYPE_CHECKING:
+    from .caches import SessionCaches
 
 _SESSION = pytest.StashKey[LcSession]()
 _WORKER = pytest.StashKey[Any]()  # distributed.Worker, in a pytest-xdist worker
@@ -137,6 +140,14 @@ def lc_session(request: pytest.FixtureRequest) -> LcSession:
 
 
 @pytest.fixture(scope="session")
+def lc_caches() -> SessionCaches:
+    """Tokenizers, items, token-id caches and data digests: loaded once, reused by every test."""
+    from .caches import SessionCaches
+
+    return SessionCaches()
+
+
+@pytest.fixture(scope="session")
 def lc_engines(lc_session: LcSession, request: pytest.FixtureRequest) -> Iterator[Any]:
     """One engine worker at a time, reused by all tests of a model; every load recorded in the run."""
     from ..engines.manager import EngineManager
@@ -152,12 +163,12 @@ def lc_engines(lc_session: LcSession, request: pytest.FixtureRequest) -> Iterato
 
 
 @pytest.fixture
-def lc_run(lc_session: LcSession, lc_engines: Any, benchmark: Any, record_property: Any,
+def lc_run(lc_session: LcSession, lc_caches: SessionCaches, lc_engines: Any, benchmark: Any, record_property: Any,
            request: pytest.FixtureRequest) -> Any:
     """Call with the test's ``lc_case`` to run it; returns the test's summary."""
     from .runner import run_case
 
-    return lambda case: run_case(case, lc_session, lc_engines, benchmark, record_property, request.node)
+    return lambda case: run_case(case, lc_session, lc_caches, lc_engines, benchmark, record_property, request.node)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -17,19 +17,10 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..config.contexts import ctx_label
 from ..config.session import LcSession
 from .progress import _duration
 
 SYNTHETIC_ITEMS = 8  # runner.SYNTHETIC_DEFAULT_LIMIT, without importing the runner
-
-
-def _case_ids(lc: LcSession) -> dict[str, tuple[str, int]]:
-    ids = getattr(lc, "_plan_case_ids", None)
-    if ids is None:
-        ids = {f"{s.name}-{ctx_label(c)}": (s.name, c) for s in lc.selected for c in lc.contexts_for(s)}
-        lc._plan_case_ids = ids  # type: ignore[attr-defined]
-    return ids
 
 
 def case_of(lc: LcSession, nodeid: str) -> tuple[str, int] | None:
@@ -37,9 +28,9 @@ def case_of(lc: LcSession, nodeid: str) -> tuple[str, int] | None:
     if not nodeid.endswith("]") or "[" not in nodeid:
         return None
     param = nodeid[nodeid.rindex("[") + 1:-1]
-    found = [cid for cid in _case_ids(lc) if param == cid or param.startswith(cid + "-")
+    found = [cid for cid in lc.case_ids if param == cid or param.startswith(cid + "-")
              or param.endswith("-" + cid) or f"-{cid}-" in param]
-    return _case_ids(lc)[max(found, key=len)] if found else None
+    return lc.case_ids[max(found, key=len)] if found else None
 
 
 def group_of(lc: LcSession, nodeid: str) -> str | None:

@@ -24,6 +24,7 @@ from ..engines.manager import EngineManager
 from ..errors import EngineError, LcError, WorkerDied
 from ..models.hub import hub_status, weights_unreachable
 from ..results import baselines
+from .caches import SessionCaches
 
 SYNTHETIC_DEFAULT_LIMIT = 8
 PROPERTY_FIELDS = ("n", "accuracy", "null_rate", "prefill_tok_s", "decode_tok_s", "ttft_s", "latency_p50_s",
@@ -31,7 +32,7 @@ PROPERTY_FIELDS = ("n", "accuracy", "null_rate", "prefill_tok_s", "decode_tok_s"
                    "energy_j_per_item", "peak_rss_gb", "truncated", "perplexity", "bits_per_byte")
 
 
-def skip_reason(case: Case, session: LcSession) -> str | None:
+def skip_reason(case: Case, session: LcSession, caches: SessionCaches) -> str | None:
     """Why this test cannot run here, in one line; None when it can."""
     spec = case.spec
     if case.ctx > spec.max_context:
@@ -48,7 +49,7 @@ def skip_reason(case: Case, session: LcSession) -> str | None:
         why = weights_unreachable(source, spec.revision)
         if why:
             return f"{spec.name}: {why}"
-    source = session.data_source(case.benchmark, spec)
+    source = session.data_source(case.benchmark, spec, caches.digests)
     why = get_benchmark(case.benchmark, session.settings.bench).skip_reason(source, case.ctx)
     if why:
         return why
@@ -87,35 +88,15 @@ def engine_config(case: Case, session: LcSession) -> EngineConfig:
         engine_args=session.engine_args_for(spec))
 
 
-def _tokenizer(session: LcSession, config: EngineConfig) -> Any:
-    if config.tokenizer not in session.tokenizers:
-        from transformers import AutoTokenizer
-
-        session.tokenizers[config.tokenizer] = AutoTokenizer.from_pretrained(
-            config.tokenizer, revision=config.revision, trust_remote_code=config.trust_remote_code)
-    return session.tokenizers[config.tokenizer]
-
-
-def _token_cache(session: LcSession, tokenizer: Any) -> Any:
-    from ..benchmarks.token_cache import TokenCache
-    from ..models.tiny import cache_root
-
-    key = id(tokenizer)
-    if key not in session.token_caches:
-        session.token_caches[key] = TokenCache(
-            cache_root(), tokenizer, lambda text: tokenizer.encode(text, add_special_tokens=False))
-    return session.token_caches[key]
-
-
-def run_case(case: Case, session: LcSession, engines: EngineManager, benchmark_fixture: Any,
-             record_property: Any, node: pytest.Item | None = None) -> dict[str, Any]:
+def run_case(case: Case, session: LcSession, caches: SessionCaches, engines: EngineManager,
+             benchmark_fixture: Any, record_property: Any, node: pytest.Item | None = None) -> dict[str, Any]:
     """Run one test's case; user-facing errors become one clean failure, engine detail its own section."""
-    reason = skip_reason(case, session)
+    reason = skip_reason(case, session, caches)
     if reason:
         pytest.skip(reason)
     pytest_config = node.config if node is not None else None
     try:
-        return _run(case, session, engines, benchmark_fixture, record_property, pytest_config)
+        return _run(case, session, caches, engines, benchmark_fixture, record_property, pytest_config)
     except WorkerDied as exc:
         engines.discard()
         message, detail = str(exc), exc.detail
@@ -132,20 +113,18 @@ def run_case(case: Case, session: LcSession, engines: EngineManager, benchmark_f
     pytest.fail(message, pytrace=False)  # outside the except: no "during handling" echo
 
 
-def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixture: Any,
-         record_property: Any, pytest_config: Any) -> dict[str, Any]:
+def _run(case: Case, session: LcSession, caches: SessionCaches, engines: EngineManager,
+         benchmark_fixture: Any, record_property: Any, pytest_config: Any) -> dict[str, Any]:
     bench = get_benchmark(case.benchmark, session.settings.bench)
     sampling = bench.sampling(session.settings.sampling == "greedy")
     config = engine_config(case, session)
-    tokenizer = _tokenizer(session, config)
-    source = session.data_source(case.benchmark, case.spec)
+    tokenizer = caches.tokenizer(config)
+    source = session.data_source(case.benchmark, case.spec, caches.digests)
     limit = session.settings.limit
     if limit is None and source.kind == "synthetic":
         limit = SYNTHETIC_DEFAULT_LIMIT
     key = (case.benchmark, source.digest, source.location, limit, bench.items_key(case.ctx))
-    if key not in session.items:
-        session.items[key] = bench.load_items(source, case.ctx, limit)
-    items = session.items[key]
+    items = caches.items_for(key, lambda: bench.load_items(source, case.ctx, limit))
     store = session.store
     worker = engines.get(config)
     load_s = engines.last_load_s  # paid by this test (its model's first), never counted in wall_s
@@ -163,7 +142,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
         store.append(case.benchmark, case.spec.name, case.ctx, record)
         records.append(record)
 
-    cache = _token_cache(session, tokenizer)
+    cache = caches.token_cache(tokenizer)
     eval_session = EvalSession(
         generate=lambda prompts, s: worker.call("generate", prompts, s), tokenizer=tokenizer, ctx=case.ctx,
         chat_mode=case.spec.chat_template, sampling=sampling, emit=emit,
