@@ -10,14 +10,14 @@ the estimate into hours.
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..config.session import LcSession
+from ..results.runfolder import RunFolder
 from .progress import _duration
 
 SYNTHETIC_ITEMS = 8  # runner.SYNTHETIC_DEFAULT_LIMIT, without importing the runner
@@ -92,16 +92,9 @@ def measured_rates(lc: LcSession, device: str) -> dict[str, float]:
     """Estimated tokens per second of each model, from the newest run in the results folder that
     ran it on ``device`` (same estimate as the plan's, over the measured wall time of its tests)."""
     rates: dict[str, float] = {}
-    root = lc.results_root()
-    if not root.is_dir():
-        return rates
-    for summary in sorted(root.glob("*/summary.json"), reverse=True):
-        try:
-            tests = json.loads(summary.read_text(encoding="utf-8")).get("tests", [])
-        except (OSError, ValueError):
-            continue
-        by_model: dict[str, list[dict[str, Any]]] = {}
-        for t in tests:
+    for _, summary in RunFolder.summaries_under(lc.results_root()):
+        by_model: dict[str, list[Mapping[str, Any]]] = {}
+        for t in summary.tests:
             if t.get("device") == device and t.get("wall_s") and t.get("model") not in rates:
                 by_model.setdefault(t["model"], []).append(t)
         out = 1152 if lc.settings.bench.mode == "cot" else 128

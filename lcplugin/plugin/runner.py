@@ -24,6 +24,7 @@ from ..engines.manager import EngineManager
 from ..errors import EngineError, LcError, WorkerDied
 from ..models.hub import hub_status, weights_unreachable
 from ..results import baselines
+from ..results.runfolder import RunFolder
 from .caches import SessionCaches
 
 SYNTHETIC_DEFAULT_LIMIT = 8
@@ -88,7 +89,7 @@ def engine_config(case: Case, session: LcSession) -> EngineConfig:
         engine_args=session.engine_args_for(spec))
 
 
-def run_case(case: Case, session: LcSession, caches: SessionCaches, engines: EngineManager,
+def run_case(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, engines: EngineManager,
              benchmark_fixture: Any, record_property: Any, node: pytest.Item | None = None) -> dict[str, Any]:
     """Run one test's case; user-facing errors become one clean failure, engine detail its own section."""
     reason = skip_reason(case, session, caches)
@@ -96,7 +97,7 @@ def run_case(case: Case, session: LcSession, caches: SessionCaches, engines: Eng
         pytest.skip(reason)
     pytest_config = node.config if node is not None else None
     try:
-        return _run(case, session, caches, engines, benchmark_fixture, record_property, pytest_config)
+        return _run(case, session, run, caches, engines, benchmark_fixture, record_property, pytest_config)
     except WorkerDied as exc:
         engines.discard()
         message, detail = str(exc), exc.detail
@@ -113,7 +114,7 @@ def run_case(case: Case, session: LcSession, caches: SessionCaches, engines: Eng
     pytest.fail(message, pytrace=False)  # outside the except: no "during handling" echo
 
 
-def _run(case: Case, session: LcSession, caches: SessionCaches, engines: EngineManager,
+def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, engines: EngineManager,
          benchmark_fixture: Any, record_property: Any, pytest_config: Any) -> dict[str, Any]:
     bench = get_benchmark(case.benchmark, session.settings.bench)
     sampling = bench.sampling(session.settings.sampling == "greedy")
@@ -125,7 +126,7 @@ def _run(case: Case, session: LcSession, caches: SessionCaches, engines: EngineM
         limit = SYNTHETIC_DEFAULT_LIMIT
     key = (case.benchmark, source.digest, source.location, limit, bench.items_key(case.ctx))
     items = caches.items_for(key, lambda: bench.load_items(source, case.ctx, limit))
-    store = session.store
+    store = run.store
     worker = engines.get(config)
     load_s = engines.last_load_s  # paid by this test (its model's first), never counted in wall_s
     worker.call("telemetry_begin")
@@ -197,7 +198,7 @@ def _run(case: Case, session: LcSession, caches: SessionCaches, engines: EngineM
         **bench.aggregate(records),
     })
     quality = quality_settings(case, session, bench, sampling, config.engine, source.digest)
-    return _finish(case, session, summary, benchmark_fixture, record_property, records, quality)
+    return _finish(case, session, run, summary, benchmark_fixture, record_property, records, quality)
 
 
 def quality_settings(case: Case, session: LcSession, bench: Any, sampling: Any, engine: str,
@@ -227,7 +228,7 @@ def _stop_telemetry(worker: Any) -> None:
             worker.call("telemetry_end", timeout_s=120)
 
 
-def _finish(case: Case, session: LcSession, summary: dict[str, Any], benchmark_fixture: Any,
+def _finish(case: Case, session: LcSession, run: RunFolder, summary: dict[str, Any], benchmark_fixture: Any,
             record_property: Any, records: list[dict[str, Any]], quality: dict[str, Any]) -> dict[str, Any]:
     folder = session.baselines_dir()
     settings = session.settings
@@ -247,8 +248,7 @@ def _finish(case: Case, session: LcSession, summary: dict[str, Any], benchmark_f
         }
         for message in verdict.warnings:  # like pytest-benchmark's when a comparison crosses machines
             warnings.warn(baselines.BaselineMachineWarning(message), stacklevel=2)
-    session.store.put_test(summary)
-    session.summaries.append(summary)
+    run.put_test(summary)
     for name in PROPERTY_FIELDS:
         record_property(f"lc_{name}", summary.get(name))
         benchmark_fixture.extra_info[name] = summary.get(name)
