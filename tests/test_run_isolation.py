@@ -26,8 +26,8 @@ import fcntl, os, pytest
 def test_lb2(lc_case, lc_run):
     lc_run(lc_case)
 
-def test_run_folder_is_locked_by_this_session(lc_session):
-    lock = lc_session.store.dir / ".lock"
+def test_run_folder_is_locked_by_this_session(lc_run_folder):
+    lock = lc_run_folder.path / ".lock"
     if os.environ.get("LC_TEST_STOP"):
         pytest.exit("interrupted, as a killed session would be", returncode=2)
     assert lock.read_text().strip() == str(os.getpid())

@@ -150,10 +150,10 @@ def cmd_gate_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from ..results.merge import merge_runs
+    from ..results.runfolder import RunFolder
 
-    summary = merge_runs([Path(r) for r in args.runs], Path(args.out))
-    print(f"merged {len(args.runs)} runs, {len(summary['tests'])} tests, into {args.out}")
+    summary = RunFolder.join([Path(r) for r in args.runs], Path(args.out))
+    print(f"merged {len(args.runs)} runs, {len(summary.tests)} tests, into {args.out}")
     return 0
 
 

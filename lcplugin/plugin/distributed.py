@@ -24,7 +24,8 @@ from xdist.scheduler import LoadScheduling, LoadScopeScheduling
 
 from ..config.session import LcSession
 from ..errors import LcError
-from ..results.store import RunStore, test_key
+from ..results.runfolder import RunFolder
+from ..results.store import RunStore
 from .plan import estimate_tokens, group_of
 
 
@@ -171,10 +172,10 @@ class _Deferred:
     holds lcplugin tests (after checking the GPUs), else plain load scheduling, untouched (it even
     reports that class's name, so a project without lcplugin tests sees nothing of this plugin)."""
 
-    def __init__(self, config: pytest.Config, log: Any, lc: LcSession, workers: int) -> None:
+    def __init__(self, config: pytest.Config, log: Any, lc: LcSession, folder: RunFolder, workers: int) -> None:
         self.candidates = [ModelScheduling(config, log, lc), LoadScheduling(config, log)]
         self.chosen: Any = None
-        self.lc, self.workers = lc, workers
+        self.lc, self.folder, self.workers = lc, folder, workers
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:  # what pytest-xdist names in its "scheduling tests via" line
@@ -196,7 +197,7 @@ class _Deferred:
                 if why:
                     pytest.exit(why, returncode=pytest.ExitCode.USAGE_ERROR)
                 try:  # the controller holds the run folder's lock while its workers write into it
-                    self.lc.hold_run_folder()
+                    self.folder.hold()
                 except LcError as exc:
                     pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
                 self.chosen = self.candidates[0]
@@ -213,13 +214,13 @@ class XdistController:
     """The controller's part: hands workers the run id and GPU pool, picks the scheduler, and at the
     end merges the workers' summary parts and writes ``--benchmark-json`` from their figures."""
 
-    def __init__(self, lc: LcSession, config: pytest.Config) -> None:
-        self.lc, self.config = lc, config
+    def __init__(self, lc: LcSession, folder: RunFolder, config: pytest.Config) -> None:
+        self.lc, self.folder, self.config = lc, folder, config
         self.pool = visible_gpus()
         self.reports: list[dict[str, Any]] = []
 
     def pytest_configure_node(self, node: Any) -> None:
-        node.workerinput["lc_run_id"] = self.lc.run_id
+        node.workerinput["lc_run_id"] = self.folder.run_id
         node.workerinput["lc_gpus"] = gpus_per_worker(self.lc)
         node.workerinput["lc_gpu_pool"] = self.pool
 
@@ -227,7 +228,7 @@ class XdistController:
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
         if config.getvalue("dist") not in ("load", "loadgroup"):
             return None  # the user chose another distribution: theirs
-        return _Deferred(config, log, self.lc, len(config.getvalue("tx") or []))
+        return _Deferred(config, log, self.lc, self.folder, len(config.getvalue("tx") or []))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
@@ -236,10 +237,7 @@ class XdistController:
 
     def finish(self) -> RunStore | None:
         """Merge the workers' parts into the run's ``summary.json``; None when no worker made the folder."""
-        folder = self.lc.results_root() / self.lc.run_id
-        if not folder.is_dir():
-            return None
-        return merge_parts(folder)
+        return self.folder.merge_parts()
 
     def write_benchmark_json(self) -> Path | None:
         path = self.config.getoption("benchmark_json", None)
@@ -250,27 +248,6 @@ class XdistController:
         doc = benchmark_json(self.config, self.reports)
         Path(path).write_text(json.dumps(doc, indent=4, default=str), encoding="utf-8")
         return Path(path)
-
-
-def merge_parts(folder: Path) -> RunStore:
-    """Fold the workers' ``summary.<worker>.json`` into ``summary.json``, as if one process had run:
-    their tests, their engine loads, and (for a new run) the first worker's metadata."""
-    parts = []
-    for part in sorted(folder.glob("summary.*.json")):
-        try:
-            parts.append((part, json.loads(part.read_text(encoding="utf-8"))))
-        except (OSError, json.JSONDecodeError):
-            continue
-    first = min((doc.get("run", {}) for _, doc in parts), key=lambda m: str(m.get("started")), default={})
-    store = RunStore(folder.parent, folder.name, {k: v for k, v in first.items() if k != "engine_loads"})
-    loads = store.meta.setdefault("engine_loads", [])
-    for part, doc in parts:
-        loads.extend(doc.get("run", {}).get("engine_loads", []))
-        for t in doc.get("tests", []):
-            store.tests[test_key(t["benchmark"], t["model"], t["ctx"])] = t
-        part.unlink()
-    store.write_summary()
-    return store
 
 
 def auto_workers(lc: LcSession, config: pytest.Config) -> int | None:

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from ..config.session import Case, LcSession
 from ..engines.registry import engine_entries
 from ..errors import LcError
+from ..results.runfolder import RunFolder
 from . import options
 
+if TYPE_CHECKING:
+    from .caches import SessionCaches
+
 _SESSION = pytest.StashKey[LcSession]()
+_RUN_FOLDER = pytest.StashKey[RunFolder]()
 _WORKER = pytest.StashKey[Any]()  # distributed.Worker, in a pytest-xdist worker
 _PLAN_WORKERS = pytest.StashKey[int]()
 # benchmarks that share a context window (Benchmark.context_window) run side by side: one vLLM load
@@ -36,21 +41,24 @@ def pytest_configure(config: pytest.Config) -> None:
                        ("lc_benchmark(name)", "the lcplugin benchmark a test runs"),
                        ("xdist_group(name)", "pytest-xdist: tests of one model run on one worker")):
         config.addinivalue_line("markers", f"{name}: {text}")
+    workerinput = getattr(config, "workerinput", None)
     try:
         lc = config.stash[_SESSION] = LcSession(options.settings_from(config), Path(str(config.rootpath)))
-        if getattr(config, "workerinput", None) is None:  # xdist workers write under their controller's lock
-            lc.claim_resume()
+        adopted = workerinput is not None and "lc_run_id" in workerinput  # a worker of lcplugin's xdist controller
+        adopt = (workerinput["lc_run_id"], workerinput["workerid"]) if adopted else None
+        folder = config.stash[_RUN_FOLDER] = RunFolder(lc.results_root(), lc.settings.fingerprint(),
+                                                       resume=lc.settings.resume, adopt=adopt)
+        if workerinput is None:  # xdist workers write under their controller's lock
+            folder.claim_resume()
             if config.getoption("--lc-strict"):
                 from .strict import StrictGate
 
                 config.pluginmanager.register(StrictGate(), "lcplugin-strict")
     except LcError as exc:
         raise pytest.UsageError(str(exc)) from None
-    workerinput = getattr(config, "workerinput", None)
-    if workerinput is not None and "lc_run_id" in workerinput:  # a pytest-xdist worker
+    if folder.adopted:  # a pytest-xdist worker
         from .distributed import Worker
 
-        lc.worker_run = (workerinput["lc_run_id"], workerinput["workerid"])
         config.stash[_WORKER] = Worker(workerinput)
     elif config.pluginmanager.hasplugin("xdist") and getattr(config.option, "numprocesses", None):
         if config.getoption("--lc-plan"):  # collect here and plan for the workers, start none
@@ -59,7 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
             return
         from .distributed import XdistController
 
-        config.pluginmanager.register(XdistController(lc, config), "lcplugin-xdist")
+        config.pluginmanager.register(XdistController(lc, folder, config), "lcplugin-xdist")
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -138,58 +146,77 @@ def lc_session(request: pytest.FixtureRequest) -> LcSession:
 
 
 @pytest.fixture(scope="session")
-def lc_engines(lc_session: LcSession, request: pytest.FixtureRequest) -> Iterator[Any]:
+def lc_run_folder(lc_session: LcSession, request: pytest.FixtureRequest) -> RunFolder:
+    """This session's run folder, chosen, created and locked when the first test that records needs it."""
+    worker = request.config.stash.get(_WORKER, None)
+    if worker is not None:  # now that this pytest-xdist worker runs lcplugin tests: its GPUs and cores, before
+        worker.share_devices()  # the run's metadata names the device and the engine process starts
+    folder = request.config.stash[_RUN_FOLDER]
+    folder.open(lc_session.run_meta)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def lc_caches() -> SessionCaches:
+    """Tokenizers, items, token-id caches and data digests: loaded once, reused by every test."""
+    from .caches import SessionCaches
+
+    return SessionCaches()
+
+
+@pytest.fixture(scope="session")
+def lc_engines(lc_run_folder: RunFolder, request: pytest.FixtureRequest) -> Iterator[Any]:
     """One engine worker at a time, reused by all tests of a model; every load recorded in the run."""
     from ..engines.manager import EngineManager
     from ..results.store import record_load
 
     worker = request.config.stash.get(_WORKER, None)
-    if worker is not None:  # now that this pytest-xdist worker runs lcplugin tests: its GPUs and cores
-        worker.share_devices()
-    manager = EngineManager(lc_session.store.dir / "logs", worker.id if worker else "main",
-                            on_load=record_load(lambda: lc_session.store))
+    manager = EngineManager(lc_run_folder.store.dir / "logs", worker.id if worker else "main",
+                            on_load=record_load(lambda: lc_run_folder.store))
     yield manager
     manager.shutdown()
 
 
 @pytest.fixture
-def lc_run(lc_session: LcSession, lc_engines: Any, benchmark: Any, record_property: Any,
-           request: pytest.FixtureRequest) -> Any:
+def lc_run(lc_session: LcSession, lc_run_folder: RunFolder, lc_caches: SessionCaches, lc_engines: Any, benchmark: Any,
+           record_property: Any, request: pytest.FixtureRequest) -> Any:
     """Call with the test's ``lc_case`` to run it; returns the test's summary."""
     from .runner import run_case
 
-    return lambda case: run_case(case, lc_session, lc_engines, benchmark, record_property, request.node)
+    return lambda case: run_case(case, lc_session, lc_run_folder, lc_caches, lc_engines, benchmark, record_property,
+                                 request.node)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A run that went through (passed or failed) is finished; a killed or interrupted one is not,
     so the next session with the same settings continues it."""
-    lc = session.config.stash.get(_SESSION, None)
-    if lc is None or lc.worker_run is not None:
+    folder = session.config.stash.get(_RUN_FOLDER, None)
+    if folder is None or folder.adopted:
         return
     controller = session.config.pluginmanager.get_plugin("lcplugin-xdist")
     if controller is not None:  # the tests ran in xdist workers: merge and show what they recorded
-        lc._store = controller.finish()
-        if lc._store is not None:
-            lc.summaries.extend(lc._store.tests.values())
+        try:
+            controller.finish()
+        except LcError as exc:  # two workers' parts hold one test: both kept, the run left unfinished
+            pytest.exit(str(exc), returncode=pytest.ExitCode.INTERNAL_ERROR)
         controller.write_benchmark_json()
-    if lc._store is None:  # no lcplugin test recorded anything: nothing to finish
+    if not folder.opened:  # no lcplugin test recorded anything: nothing to finish
         return
     if exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
-        lc.store.finish()
+        folder.finish()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    lc = config.stash.get(_SESSION, None)
-    if lc is not None:
-        lc.close()  # the run folder's lock: another session may continue this run now
+    folder = config.stash.get(_RUN_FOLDER, None)
+    if folder is not None:
+        folder.release()  # the run folder's lock: another session may continue this run now
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    lc = config.stash.get(_SESSION, None)
-    if lc is None or not lc.summaries or lc.worker_run is not None:
+    folder = config.stash.get(_RUN_FOLDER, None)
+    if folder is None or not folder.summaries or folder.adopted:
         return
     from .terminal import write_summary
 
-    write_summary(terminalreporter, lc, config)
+    write_summary(terminalreporter, folder, config)

@@ -10,26 +10,17 @@ the estimate into hours.
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..config.contexts import ctx_label
 from ..config.session import LcSession
+from ..results.runfolder import RunFolder
 from .progress import _duration
 
 SYNTHETIC_ITEMS = 8  # runner.SYNTHETIC_DEFAULT_LIMIT, without importing the runner
-
-
-def _case_ids(lc: LcSession) -> dict[str, tuple[str, int]]:
-    ids = getattr(lc, "_plan_case_ids", None)
-    if ids is None:
-        ids = {f"{s.name}-{ctx_label(c)}": (s.name, c) for s in lc.selected for c in lc.contexts_for(s)}
-        lc._plan_case_ids = ids  # type: ignore[attr-defined]
-    return ids
 
 
 def case_of(lc: LcSession, nodeid: str) -> tuple[str, int] | None:
@@ -37,9 +28,9 @@ def case_of(lc: LcSession, nodeid: str) -> tuple[str, int] | None:
     if not nodeid.endswith("]") or "[" not in nodeid:
         return None
     param = nodeid[nodeid.rindex("[") + 1:-1]
-    found = [cid for cid in _case_ids(lc) if param == cid or param.startswith(cid + "-")
+    found = [cid for cid in lc.case_ids if param == cid or param.startswith(cid + "-")
              or param.endswith("-" + cid) or f"-{cid}-" in param]
-    return _case_ids(lc)[max(found, key=len)] if found else None
+    return lc.case_ids[max(found, key=len)] if found else None
 
 
 def group_of(lc: LcSession, nodeid: str) -> str | None:
@@ -101,16 +92,9 @@ def measured_rates(lc: LcSession, device: str) -> dict[str, float]:
     """Estimated tokens per second of each model, from the newest run in the results folder that
     ran it on ``device`` (same estimate as the plan's, over the measured wall time of its tests)."""
     rates: dict[str, float] = {}
-    root = lc.results_root()
-    if not root.is_dir():
-        return rates
-    for summary in sorted(root.glob("*/summary.json"), reverse=True):
-        try:
-            tests = json.loads(summary.read_text(encoding="utf-8")).get("tests", [])
-        except (OSError, ValueError):
-            continue
-        by_model: dict[str, list[dict[str, Any]]] = {}
-        for t in tests:
+    for _, summary in RunFolder.summaries_under(lc.results_root()):
+        by_model: dict[str, list[Mapping[str, Any]]] = {}
+        for t in summary.tests:
             if t.get("device") == device and t.get("wall_s") and t.get("model") not in rates:
                 by_model.setdefault(t["model"], []).append(t)
         out = 1152 if lc.settings.bench.mode == "cot" else 128

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..results.runfolder import RunFolder
+
 BLEND_ITEMS = 2.0  # after this many finished items the observed pace weighs as much as the known rates
 
 
@@ -93,10 +95,6 @@ class Progress:
             self.write("\r" + " " * (len(self.line()) + 4) + "\r", False)
 
 
-def _newest_first(results: Path) -> list[Path]:
-    return sorted(results.glob("*/summary.json"), key=lambda p: p.parent.name, reverse=True) if results.is_dir() else []
-
-
 def known_rates(results: Path, baselines: Path, model: str, ctx: int, device: str | None) -> Rates | None:
     """The model's prefill and decode rates on ``device`` from the newest earlier run that has them.
 
@@ -108,13 +106,9 @@ def known_rates(results: Path, baselines: Path, model: str, ctx: int, device: st
     if not device:
         return None
     found: list[tuple[int, float, float | None, str]] = []  # (ctx, prefill, decode, source)
-    for path in _newest_first(results):
-        try:
-            tests = json.loads(path.read_text(encoding="utf-8")).get("tests", [])
-        except (OSError, ValueError):
-            continue
-        found = [(int(t["ctx"]), float(t["prefill_tok_s"]), t.get("decode_tok_s"), f"{path.parent.name}")
-                 for t in tests if isinstance(t, dict) and t.get("model") == model and t.get("device") == device
+    for folder, summary in RunFolder.summaries_under(results):
+        found = [(int(t["ctx"]), float(t["prefill_tok_s"]), t.get("decode_tok_s"), f"{folder.name}")
+                 for t in summary.tests if t.get("model") == model and t.get("device") == device
                  and t.get("prefill_tok_s") and t.get("ctx")]
         if found:
             break

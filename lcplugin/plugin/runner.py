@@ -25,11 +25,13 @@ from ..engines.registry import efficiency_only_args, engine_entry, registered_en
 from ..errors import EngineError, LcError, WorkerDied
 from ..models.hub import hub_status, weights_unreachable
 from ..results import baselines, figures
+from ..results.runfolder import RunFolder
+from .caches import SessionCaches
 
 SYNTHETIC_DEFAULT_LIMIT = 8
 
 
-def skip_reason(case: Case, session: LcSession) -> str | None:
+def skip_reason(case: Case, session: LcSession, caches: SessionCaches) -> str | None:
     """Why this test cannot run here, in one line; None when it can."""
     spec = case.spec
     if case.ctx > spec.max_context:
@@ -46,7 +48,7 @@ def skip_reason(case: Case, session: LcSession) -> str | None:
         why = weights_unreachable(source, spec.revision)
         if why:
             return f"{spec.name}: {why}"
-    source = session.data_source(case.benchmark, spec)
+    source = session.data_source(case.benchmark, spec, caches.digests)
     why = get_benchmark(case.benchmark, session.settings.bench).skip_reason(source, case.ctx)
     if why:
         return why
@@ -88,35 +90,15 @@ def engine_config(case: Case, session: LcSession) -> EngineConfig:
         engine_args=args)
 
 
-def _tokenizer(session: LcSession, config: EngineConfig) -> Any:
-    if config.tokenizer not in session.tokenizers:
-        from transformers import AutoTokenizer
-
-        session.tokenizers[config.tokenizer] = AutoTokenizer.from_pretrained(
-            config.tokenizer, revision=config.revision, trust_remote_code=config.trust_remote_code)
-    return session.tokenizers[config.tokenizer]
-
-
-def _token_cache(session: LcSession, tokenizer: Any) -> Any:
-    from ..benchmarks.token_cache import TokenCache
-    from ..models.tiny import cache_root
-
-    key = id(tokenizer)
-    if key not in session.token_caches:
-        session.token_caches[key] = TokenCache(
-            cache_root(), tokenizer, lambda text: tokenizer.encode(text, add_special_tokens=False))
-    return session.token_caches[key]
-
-
-def run_case(case: Case, session: LcSession, engines: EngineManager, benchmark_fixture: Any,
-             record_property: Any, node: pytest.Item | None = None) -> dict[str, Any]:
+def run_case(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, engines: EngineManager,
+             benchmark_fixture: Any, record_property: Any, node: pytest.Item | None = None) -> dict[str, Any]:
     """Run one test's case; user-facing errors become one clean failure, engine detail its own section."""
-    reason = skip_reason(case, session)
+    reason = skip_reason(case, session, caches)
     if reason:
         pytest.skip(reason)
     pytest_config = node.config if node is not None else None
     try:
-        return _run(case, session, engines, benchmark_fixture, record_property, pytest_config)
+        return _run(case, session, run, caches, engines, benchmark_fixture, record_property, pytest_config)
     except WorkerDied as exc:
         engines.discard()
         message, detail = str(exc), exc.detail
@@ -133,21 +115,19 @@ def run_case(case: Case, session: LcSession, engines: EngineManager, benchmark_f
     pytest.fail(message, pytrace=False)  # outside the except: no "during handling" echo
 
 
-def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixture: Any,
-         record_property: Any, pytest_config: Any) -> dict[str, Any]:
+def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, engines: EngineManager,
+         benchmark_fixture: Any, record_property: Any, pytest_config: Any) -> dict[str, Any]:
     bench = get_benchmark(case.benchmark, session.settings.bench)
     sampling = bench.sampling(session.settings.sampling == "greedy")
     config = engine_config(case, session)
-    tokenizer = _tokenizer(session, config)
-    source = session.data_source(case.benchmark, case.spec)
+    tokenizer = caches.tokenizer(config)
+    source = session.data_source(case.benchmark, case.spec, caches.digests)
     limit = session.settings.limit
     if limit is None and source.kind == "synthetic":
         limit = SYNTHETIC_DEFAULT_LIMIT
     key = (case.benchmark, source.digest, source.location, limit, bench.items_key(case.ctx))
-    if key not in session.items:
-        session.items[key] = bench.load_items(source, case.ctx, limit)
-    items = session.items[key]
-    store = session.store
+    items = caches.items_for(key, lambda: bench.load_items(source, case.ctx, limit))
+    store = run.store
     worker = engines.get(config)
     load_s = engines.last_load_s  # paid by this test (its model's first), never counted in wall_s
     worker.call("telemetry_begin")
@@ -164,7 +144,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
         store.append(case.benchmark, case.spec.name, case.ctx, record)
         records.append(record)
 
-    cache = _token_cache(session, tokenizer)
+    cache = caches.token_cache(tokenizer)
     eval_session = EvalSession(
         generate=lambda prompts, s: worker.call("generate", prompts, s), tokenizer=tokenizer, ctx=case.ctx,
         chat_mode=case.spec.chat_template, sampling=sampling, emit=emit,
@@ -223,7 +203,7 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
     for figure in figures.FIGURES:  # every figure in every summary: None where this test measured none
         summary.setdefault(figure.key, None)
     quality = quality_settings(case, session, bench, sampling, config.engine, source.digest)
-    return _finish(case, session, summary, benchmark_fixture, record_property, records, quality)
+    return _finish(case, session, run, summary, benchmark_fixture, record_property, records, quality)
 
 
 def quality_settings(case: Case, session: LcSession, bench: Any, sampling: Any, engine: str,
@@ -253,7 +233,7 @@ def _stop_telemetry(worker: Any) -> None:
             worker.call("telemetry_end", timeout_s=120)
 
 
-def _finish(case: Case, session: LcSession, summary: dict[str, Any], benchmark_fixture: Any,
+def _finish(case: Case, session: LcSession, run: RunFolder, summary: dict[str, Any], benchmark_fixture: Any,
             record_property: Any, records: list[dict[str, Any]], quality: dict[str, Any]) -> dict[str, Any]:
     folder = session.baselines_dir()
     settings = session.settings
@@ -273,8 +253,7 @@ def _finish(case: Case, session: LcSession, summary: dict[str, Any], benchmark_f
         }
         for message in verdict.warnings:  # like pytest-benchmark's when a comparison crosses machines
             warnings.warn(baselines.BaselineMachineWarning(message), stacklevel=2)
-    session.store.put_test(summary)
-    session.summaries.append(summary)
+    run.put_test(summary)
     for figure in figures.reaching("recorded"):  # JUnit properties lc_<key> and pytest-benchmark's extra_info
         record_property(f"lc_{figure.key}", summary.get(figure.key))
         benchmark_fixture.extra_info[figure.key] = summary.get(figure.key)

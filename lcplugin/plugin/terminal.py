@@ -6,17 +6,17 @@ from typing import Any
 
 import pytest
 
-from ..config.session import LcSession
 from ..results import figures
+from ..results.runfolder import RunFolder
 
 
-def write_summary(terminalreporter: Any, lc: LcSession, config: pytest.Config) -> None:
+def write_summary(terminalreporter: Any, run: RunFolder, config: pytest.Config) -> None:
     tr = terminalreporter
     tr.write_sep("=", "lcplugin summary")
     columns = figures.reaching("terminal")
     tr.write_line(" ".join([f"{'test':<44}", *(f.terminal_heading() for f in columns),
                             f"{'worker':>6}", f"{'vs baseline':>18}"]))
-    for s in lc.summaries:
+    for s in run.summaries:
         b = s.get("baseline", {})
         if b.get("status") == "recorded":
             vs = "recorded"
@@ -28,20 +28,20 @@ def write_summary(terminalreporter: Any, lc: LcSession, config: pytest.Config) -
         name = f"{s['benchmark']}[{s['test']}]" + (f" budget={s['budget']}" if s.get("budget") else "")
         tr.write_line(" ".join([f"{name:<44}", *(f.terminal_cell(s) for f in columns),
                                 f"{s.get('worker') or '-':>6}", f"{vs:>18}"]))
-    loads = lc.store.meta.get("engine_loads", [])
+    loads = run.store.meta.get("engine_loads", [])
     tr.write_line(f"engine loads: {len(loads)}, {sum(x['load_s'] for x in loads):.1f} s "
                   f"({', '.join(sorted({x['model'] + '@' + x['worker'] for x in loads}))}); "
-                  f"tests: {sum(s.get('wall_s') or 0 for s in lc.summaries):.1f} s")
-    tr.write_line(f"run folder: {lc.store.dir}  (per-item records under records/, summary.json)")
+                  f"tests: {sum(s.get('wall_s') or 0 for s in run.summaries):.1f} s")
+    tr.write_line(f"run folder: {run.store.dir}  (per-item records under records/, summary.json)")
     try:
         from ..results.report import write_report
 
-        write_report([lc.store.dir], lc.store.dir / "report")
-        tr.write_line(f"report: {lc.store.dir / 'report'}  (report.md and PNG plots versus context length)")
+        write_report([run.store.dir], run.store.dir / "report")
+        tr.write_line(f"report: {run.store.dir / 'report'}  (report.md and PNG plots versus context length)")
     except ImportError:
         tr.write_line("report: pip install 'lcplugin[plots]' for plots, then python -m lcplugin report RUN_DIR --out DIR")
     project = config.getoption("--lc-wandb")
     if project:
         from ..results.tracking import log_run
 
-        tr.write_line("wandb: " + log_run(project, lc.store.dir, lc.store.meta, lc.summaries))
+        tr.write_line("wandb: " + log_run(project, run.store.dir, run.store.meta, run.summaries))

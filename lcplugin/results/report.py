@@ -8,7 +8,6 @@ log2 axis; one markdown column per ``figures.reaching("markdown")``. Figures a r
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,20 +17,18 @@ from ..config.contexts import ctx_label
 from ..errors import LcError
 from . import figures
 from .figures import Figure
+from .runfolder import RunFolder, SummaryUnreadable
 
 
 def load_tests(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
     tests = []
     for folder in run_dirs:
-        path = folder / "summary.json"
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except OSError:
-            raise LcError(f"report: {path} cannot be read; pass run folders (results/<run-id>)") from None
-        except json.JSONDecodeError as exc:
-            raise LcError(f"report: {path} is not valid JSON ({exc.msg})") from None
-        for t in doc.get("tests", []):
-            tests.append({**t, "run_id": doc.get("run", {}).get("run_id", folder.name)})
+            summary = RunFolder.read(folder)
+        except SummaryUnreadable as exc:
+            raise LcError(f"report: {exc}; pass run folders (results/<run-id>)") from None
+        for t in summary.tests:
+            tests.append({**t, "run_id": summary.run.get("run_id", folder.name)})
     return tests
 
 

@@ -1,8 +1,9 @@
-"""The results store: one folder per run, one JSONL file of records per test, one summary.
+"""The results store: one JSONL file of records per test, and the run's summary as it is written.
 
 Records are appended and flushed item by item, so an interrupted run keeps everything it scored.
 ``summary.json`` is rewritten atomically after every test (write to a temporary file, then rename),
-so a reader never sees half a file and a killed session still leaves the tests it finished.
+so a reader never sees half a file and a killed session still leaves the tests it finished. Which
+folder a run writes, its lock, and every read of a summary belong to ``runfolder.RunFolder``.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+
+SUMMARY = "summary.json"
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -27,35 +31,46 @@ def atomic_write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def test_key(benchmark: str, model: str, ctx: int) -> str:
-    return f"{benchmark}/{model}/{ctx}"
+def summary_name(part: str | None) -> str:
+    """``summary.json``, or a pytest-xdist worker's own part, ``summary.<worker>.json``."""
+    return f"summary.{part}.json" if part else SUMMARY
+
+
+def slot_of(test: Mapping[str, Any]) -> str:
+    """A test's place in a summary, ``benchmark/model/ctx``: one entry per place."""
+    return f"{test['benchmark']}/{test['model']}/{test['ctx']}"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a ``summary.json`` holds: the run's metadata and one entry per test."""
+
+    run: Mapping[str, Any] = field(default_factory=dict)
+    tests: Sequence[Mapping[str, Any]] = ()
 
 
 class RunStore:
-    """One run directory: ``records/<benchmark>/<model>-<ctx>.jsonl`` and ``summary.json``."""
+    """One open run directory: ``records/<benchmark>/<model>-<ctx>.jsonl`` and its summary file.
 
-    def __init__(self, root: Path, run_id: str, meta: Mapping[str, Any], part: str | None = None) -> None:
-        self.dir = root / run_id
+    Made by ``RunFolder.open`` (or its merges), which reads the ``earlier`` summary a resumed run
+    continues: that run keeps its first metadata and what it summarized before.
+    """
+
+    def __init__(self, folder: Path, meta: Mapping[str, Any], part: str | None = None,
+                 earlier: Summary | None = None) -> None:
+        self.dir = folder
         # a pytest-xdist worker writes its own summary part; the controller merges the parts
-        self.summary_name = f"summary.{part}.json" if part else "summary.json"
-        self.run_id = run_id
+        self.summary_name = summary_name(part)
+        self.run_id = folder.name
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.meta = dict(meta, run_id=run_id)
+        self.meta = dict(meta, run_id=self.run_id)
         self.tests: dict[str, dict[str, Any]] = {}
-        self.resumed = False
+        self.resumed = earlier is not None
         self._repaired: set[Path] = set()
-        summary = self.dir / self.summary_name
-        if summary.exists():  # a resumed run keeps its first metadata and what it summarized before
-            try:
-                old = json.loads(summary.read_text(encoding="utf-8"))
-                self.meta = {**old.get("run", {}), "resumed_at": self.meta.get("started")}
-                self.meta.pop("finished", None)
-                for t in old.get("tests", []):
-                    self.tests[test_key(t["benchmark"], t["model"], t["ctx"])] = t
-                self.resumed = True
-            except (json.JSONDecodeError, KeyError, TypeError):
-                pass
-        self.write_summary()  # an unfinished run is findable (and resumable) from its first moment
+        if earlier is not None:
+            self.meta = {**earlier.run, "resumed_at": self.meta.get("started")}
+            self.meta.pop("finished", None)
+            self.tests = {slot_of(t): dict(t) for t in earlier.tests}
 
     def records_path(self, benchmark: str, model: str, ctx: int) -> Path:
         return self.dir / "records" / benchmark / f"{model}-{ctx}.jsonl"
@@ -97,7 +112,7 @@ class RunStore:
         self.write_summary()
 
     def put_test(self, summary: Mapping[str, Any]) -> None:
-        self.tests[test_key(summary["benchmark"], summary["model"], summary["ctx"])] = dict(summary)
+        self.tests[slot_of(summary)] = dict(summary)
         self.write_summary()
 
     def write_summary(self) -> None:
