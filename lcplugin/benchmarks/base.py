@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..engines.base import Completion, SamplingSettings
@@ -29,21 +29,70 @@ DATA_KEYS = {"ada_leval_bestanswer": "ada_leval", "ada_leval_tsort": "ada_leval"
 DATA_KEY_NAMES = tuple(sorted({DATA_KEYS.get(name, name) for name in BENCHMARKS}))
 
 
+def parse_select(value: str | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``difficulty=hard;length=short,medium`` -> filters on the dataset's own labels."""
+    if not value:
+        return ()
+    out = []
+    for part in value.split(";"):
+        key, sep, allowed = part.partition("=")
+        if not sep or key.strip() not in ("difficulty", "length", "domain"):
+            raise LcError(f"--lc-select {value!r}: write FIELD=V1,V2[;FIELD=...] with FIELD one of difficulty, "
+                          "length, domain (e.g. --lc-select 'difficulty=hard;length=short,medium')")
+        out.append((key.strip(), tuple(v.strip() for v in allowed.split(",") if v.strip())))
+    return tuple(out)
+
+
+def _option(default: Any, help: str, **addoption: Any) -> Any:
+    """A protocol option: its ``BenchOptions`` field and its command line ``--lc-<name>`` in one place, so a
+    benchmark's new option is one field here. ``parse`` turns the option's text into the field's value;
+    the other keywords go to pytest's ``addoption`` as they are."""
+    return field(default=default, metadata={"help": help, **addoption})
+
+
 @dataclass(frozen=True, kw_only=True)
 class BenchOptions:
     """Protocol choices a run makes; all of them key the results and are recorded."""
 
-    mode: str = "0shot"  # LongBench-v2: 0shot | cot | nocontext
-    select: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (field, allowed values) filters
-    overlength: str = "truncate"  # truncate (official) | skip
-    budget: str = "context"  # LongBench-v2 max_len: context (ctx - new tokens - template) | official (120k at 128k)
-    pg19_windows: int = 10
-    pg19_score_last: int = 100
+    mode: str = _option("0shot", "LongBench-v2 protocol: 0-shot (official default), two-pass chain of thought, "
+                        "or no context", choices=("0shot", "cot", "nocontext"))
+    select: tuple[tuple[str, tuple[str, ...]], ...] = _option(
+        (), "keep items by the dataset's own labels, e.g. 'difficulty=hard;length=short,medium'",
+        metavar="FIELD=V,..;...", parse=parse_select)
+    overlength: str = _option("truncate", "a prompt longer than the context: cut in the middle (official) or "
+                              "skip the item", choices=("truncate", "skip"))
+    budget: str = _option("context", "LongBench-v2 prompt budget: context - new tokens - chat template (default), "
+                          "or official (pred.py's max_len 120,000 at 128k, scaled: floor(ctx x 120000 / 131072))",
+                          choices=("context", "official"))
+    pg19_windows: int = _option(10, "PG-19 windows per book (default 10)", type=int, metavar="N")
+    pg19_score_last: int = _option(100, "PG-19: score the last K tokens of each window (default 100)", type=int,
+                                   metavar="K")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "select": {k: list(v) for k, v in self.select},
-                "overlength": self.overlength, "budget": self.budget, "pg19_windows": self.pg19_windows,
-                "pg19_score_last": self.pg19_score_last}
+        """Every option as JSON writes it (``select`` as ``{field: [values]}``)."""
+        return {f.name: {k: list(v) for k, v in self.select} if f.name == "select" else getattr(self, f.name)
+                for f in fields(self)}
+
+    @staticmethod
+    def flag(name: str) -> str:
+        """An option's command line: ``pg19_windows`` -> ``--lc-pg19-windows``."""
+        return "--lc-" + name.replace("_", "-")
+
+    @classmethod
+    def command_line(cls) -> list[tuple[str, dict[str, Any]]]:
+        """(flag, ``addoption`` keywords) of every option, for ``plugin/options.py``; a parsed option's
+        default is None (no text), which ``parse`` turns into the field's default."""
+        return [(cls.flag(f.name), {"default": None if "parse" in f.metadata else f.default,
+                                    **{k: v for k, v in f.metadata.items() if k != "parse"}}) for f in fields(cls)]
+
+    @classmethod
+    def from_command_line(cls, value_of: Callable[[str], Any]) -> BenchOptions:
+        """The options from their flags' values (``value_of``: pytest's ``config.getoption``)."""
+        return cls(**{f.name: f.metadata.get("parse", _same)(value_of(cls.flag(f.name))) for f in fields(cls)})
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 @dataclass(frozen=True, kw_only=True)

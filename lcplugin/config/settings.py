@@ -40,20 +40,6 @@ class Settings:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def parse_select(value: str | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """``difficulty=hard;length=short,medium`` -> filters on the dataset's own labels."""
-    if not value:
-        return ()
-    out = []
-    for part in value.split(";"):
-        key, sep, allowed = part.partition("=")
-        if not sep or key.strip() not in ("difficulty", "length", "domain"):
-            raise LcError(f"--lc-select {value!r}: write FIELD=V1,V2[;FIELD=...] with FIELD one of difficulty, "
-                          "length, domain (e.g. --lc-select 'difficulty=hard;length=short,medium')")
-        out.append((key.strip(), tuple(v.strip() for v in allowed.split(",") if v.strip())))
-    return tuple(out)
-
-
 def parse_engine_args(values: list[str]) -> tuple[tuple[str, Any], ...]:
     """``KEY=VALUE`` pairs; VALUE read as TOML (``8192``, ``true``, ``"x"``), a bare word as a string."""
     import tomllib

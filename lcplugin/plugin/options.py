@@ -8,7 +8,7 @@ import pytest
 
 from ..benchmarks.base import BenchOptions
 from ..config.contexts import parse_ctx_list
-from ..config.settings import Settings, parse_data_options, parse_engine_args, parse_select
+from ..config.settings import Settings, parse_data_options, parse_engine_args
 from ..engines.base import registered_engines
 from ..errors import LcError
 from ..results.baselines import parse_tolerances
@@ -36,15 +36,8 @@ def add_options(parser: pytest.Parser) -> None:
                 help="significance level of the regression gates (default 0.05)")
     g.addoption("--lc-sampling", choices=("official", "greedy"), default="official",
                 help="decode with each benchmark's official sampling (default) or greedily")
-    g.addoption("--lc-mode", choices=("0shot", "cot", "nocontext"), default="0shot",
-                help="LongBench-v2 protocol: 0-shot (official default), two-pass chain of thought, or no context")
-    g.addoption("--lc-select", default=None, metavar="FIELD=V,..;...",
-                help="keep items by the dataset's own labels, e.g. 'difficulty=hard;length=short,medium'")
-    g.addoption("--lc-overlength", choices=("truncate", "skip"), default="truncate",
-                help="a prompt longer than the context: cut in the middle (official) or skip the item")
-    g.addoption("--lc-budget", choices=("context", "official"), default="context",
-                help="LongBench-v2 prompt budget: context - new tokens - chat template (default), or official "
-                     "(pred.py's max_len 120,000 at 128k, scaled: floor(ctx x 120000 / 131072))")
+    for flag, keywords in BenchOptions.command_line():  # the protocol options, declared with their fields
+        g.addoption(flag, **keywords)
     g.addoption("--lc-resume", default=None, metavar="RUN_ID",
                 help="continue a run folder (default: an unfinished run with the same settings is continued)")
     g.addoption("--lc-allow-remote-code", action="store_true",
@@ -55,9 +48,6 @@ def add_options(parser: pytest.Parser) -> None:
                 help="log the summary and per-item table to Weights & Biases (offline unless WANDB_MODE is set)")
     g.addoption("--lc-progress-every", type=float, default=180.0, metavar="S",
                 help="non-interactive or -q: a progress line every S seconds (default 180; 0: none)")
-    g.addoption("--lc-pg19-windows", type=int, default=10, metavar="N", help="PG-19 windows per book (default 10)")
-    g.addoption("--lc-pg19-score-last", type=int, default=100, metavar="K",
-                help="PG-19: score the last K tokens of each window (default 100)")
     g.addoption("--lc-strict", action="store_true",
                 help="fail the session when no lcplugin test ran (all skipped, or none selected): for CI")
     g.addoption("--lc-plan", action="store_true",
@@ -88,9 +78,6 @@ def settings_from(config: pytest.Config) -> Settings:
         engine=engine, engine_args=parse_engine_args(opt("--lc-engine-arg")),
         specs_dirs=tuple(Path(d) for d in opt("--lc-specs")), alpha=alpha,
         sampling=opt("--lc-sampling"), resume=opt("--lc-resume"), allow_remote_code=opt("--lc-allow-remote-code"),
-        tolerances=parse_tolerances(opt("--lc-efficiency-tolerance")),
-        bench=BenchOptions(mode=opt("--lc-mode"), select=parse_select(opt("--lc-select")),
-                           overlength=opt("--lc-overlength"), budget=opt("--lc-budget"), pg19_windows=opt("--lc-pg19-windows"),
-                           pg19_score_last=opt("--lc-pg19-score-last")))
+        tolerances=parse_tolerances(opt("--lc-efficiency-tolerance")), bench=BenchOptions.from_command_line(opt))
 
 
