@@ -52,7 +52,8 @@ def _option(default: Any, help: str, **addoption: Any) -> Any:
 
 @dataclass(frozen=True, kw_only=True)
 class BenchOptions:
-    """Protocol choices a run makes; all of them key the results and are recorded."""
+    """Protocol choices a run makes, all recorded; each benchmark's results are keyed by those it reads
+    (``Benchmark.reads``), so one benchmark's option never refuses another's baselines."""
 
     mode: str = _option("0shot", "LongBench-v2 protocol: 0-shot (official default), two-pass chain of thought, "
                         "or no context", choices=("0shot", "cot", "nocontext"))
@@ -93,6 +94,11 @@ class BenchOptions:
 
 def _same(value: Any) -> Any:
     return value
+
+
+# What a benchmark may declare it reads besides its data and model (``Benchmark.reads``): the protocol
+# options, and, for a benchmark that generates, the sampling and the chat template.
+READABLE = frozenset(f.name for f in fields(BenchOptions)) | {"sampling", "chat_template"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,11 +145,20 @@ class Benchmark:
 
     name: str = ""
     default_sampling = SamplingSettings()
-    # quality settings this benchmark never reads: a baseline recorded under other values is still comparable
-    unaffected_by: frozenset[str] = frozenset()
+    # What it reads of READABLE, an allow-list: only these key its results (config/inputs.py) and its
+    # baselines, so an option added for another benchmark leaves this one's baselines comparable.
+    reads: frozenset[str] = frozenset()
     # the files this benchmark reads from an --lc-data folder, which alone key its results; None: its
     # data is one file, and a folder is refused when loading
     data_glob: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A name outside READABLE (a typo) would key nothing: refused when the class is defined."""
+        super().__init_subclass__(**kwargs)
+        unknown = sorted(set(cls.reads) - READABLE)
+        if unknown:
+            raise TypeError(f"benchmark {cls.__module__}.{cls.__qualname__}, field reads: unknown {', '.join(unknown)}; "
+                            f"name BenchOptions fields or sampling, chat_template ({', '.join(sorted(READABLE))})")
 
     def __init__(self, options: BenchOptions | None = None) -> None:
         self.options = options or BenchOptions()
@@ -199,7 +214,7 @@ class GenerationBenchmark(Benchmark):
     """A benchmark that sends one prompt per item and scores the generated text."""
 
     never_truncate = False  # True: a prompt that does not fit is skipped (counted), never cut
-    unaffected_by = frozenset({"pg19_windows", "pg19_score_last"})
+    reads = frozenset({"sampling", "chat_template", "overlength"})
     passes = 1  # generation passes per item (LongBench-v2 chain of thought: 2)
 
     def progress_total(self, items: Sequence[Item], done_ids: frozenset[str]) -> int:

@@ -136,6 +136,7 @@ class LongBenchV2(GenerationBenchmark):
     """Modes: ``0shot`` (default), ``cot`` (two passes: 1024 then 128 new tokens), ``nocontext``."""
 
     name = "longbench_v2"
+    reads = GenerationBenchmark.reads | {"mode", "select", "budget"}
     default_sampling = SamplingSettings(max_new_tokens=128, temperature=0.1)
     cot_sampling = SamplingSettings(max_new_tokens=1024, temperature=0.1)
 

@@ -47,7 +47,7 @@ def synthetic_books(n: int = 3, words: int = 3000, seed: int = 19) -> list[dict[
 class PG19(Benchmark):
     name = "pg19"
     # raw text windows: no generation, no prompt, no chat template
-    unaffected_by = frozenset({"sampling", "mode", "select", "overlength", "chat_template"})
+    reads = frozenset({"pg19_windows", "pg19_score_last"})
     data_glob = "*.txt"
 
     def load_items(self, source: DataSource, ctx: int, limit: int | None) -> list[Item]:

@@ -6,7 +6,6 @@ line and hands it to the fixtures.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import subprocess
@@ -255,15 +254,6 @@ class LcSession:
                               f"(hash {self._store.meta.get('settings_hash')}, now {fingerprint}); "
                               "resume it with the same options, or start a new run")
         return self._store
-
-    def test_key(self, benchmark: str, spec: ModelSpec, ctx: int, data_digest: str) -> str:
-        """What a record's result depends on; resumed records with another key are never reused."""
-        blob = json.dumps({"benchmark": benchmark, "source": spec.source, "revision": spec.revision,
-                           "dtype": spec.dtype, "engine": self.settings.engine or spec.engine,
-                           "engine_args": self.engine_args_for(spec), "rope": spec.rope_for(ctx),
-                           "chat": spec.chat_template, "tokenizer": spec.tokenizer, "ctx": ctx,
-                           "data": data_digest, "settings": self.settings.fingerprint()}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def baselines_dir(self) -> Path:
         b = self.settings.baselines
