@@ -60,6 +60,7 @@ def test_a_benchmark_reads_only_the_options_it_declares(name):
     ctx = 2048  # chain of thought's 1,024 new tokens need a context above 1k
     sampling = bench.sampling(False)
     bench.sampling(True)
+    bench.new_tokens()
     items = bench.load_items(DataSource(kind="synthetic", location="seeded"), ctx, 3)
     session = EvalSession(generate=generate, tokenizer=build_tokenizer(), ctx=ctx, chat_mode="auto", sampling=sampling,
                           emit=records.append, chunk_size=2, window=ctx, loglikelihood=loglikelihood)
@@ -73,3 +74,22 @@ def test_a_benchmark_reads_only_the_options_it_declares(name):
     # and declares nothing it never reads (sampling and chat template are read through the session)
     assert bench.reads & options <= spy.read, f"{name} declares {sorted(bench.reads & options - spy.read)} unread"
 
+
+def test_each_benchmark_declares_its_budget_and_the_plan_prices_the_largest(monkeypatch):
+    from lcplugin.benchmarks.pg19 import PG19
+    from lcplugin.config.session import LcSession
+    from lcplugin.config.settings import Settings
+    from lcplugin.plugin import plan
+
+    from .conftest import REPO
+
+    budgets = {mode: {name: get_benchmark(name, BenchOptions(mode=mode)).new_tokens() for name in BENCHMARKS}
+               for mode in ("0shot", "cot", "nocontext")}
+    assert budgets["cot"] == {"longbench_v2": 1152, "ada_leval_bestanswer": 128, "ada_leval_tsort": 128, "pg19": 0}
+    assert budgets["0shot"] == budgets["nocontext"] == {**budgets["cot"], "longbench_v2": 128}
+    zero_shot = LcSession(Settings(models="tiny-llama", limit=2), REPO)
+    cot = LcSession(Settings(models="tiny-llama", limit=2, bench=BenchOptions(mode="cot")), REPO)
+    assert plan.test_tokens(zero_shot, "tiny-llama", 1024) == 2 * (1024 + 128)
+    assert plan.test_tokens(cot, "tiny-llama", 1024) == 2 * (1024 + 1152)
+    monkeypatch.setattr(PG19, "new_tokens", lambda self: 5000)  # read from the benchmarks, not written in the plan
+    assert plan.test_tokens(zero_shot, "tiny-llama", 1024) == 2 * (1024 + 5000)

@@ -163,6 +163,11 @@ class Benchmark:
     def __init__(self, options: BenchOptions | None = None) -> None:
         self.options = options or BenchOptions()
 
+    def new_tokens(self) -> int:
+        """The most tokens one item generates under these options, every pass together: the budget the
+        plan prices (plugin/plan.py). None generated here (a benchmark that only scores text)."""
+        return 0
+
     def sampling(self, greedy: bool) -> SamplingSettings:
         base = self.default_sampling
         return SamplingSettings(max_new_tokens=base.max_new_tokens, temperature=0.0, seed=base.seed) if greedy else base
@@ -216,6 +221,9 @@ class GenerationBenchmark(Benchmark):
     never_truncate = False  # True: a prompt that does not fit is skipped (counted), never cut
     reads = frozenset({"sampling", "chat_template", "overlength"})
     passes = 1  # generation passes per item (LongBench-v2 chain of thought: 2)
+
+    def new_tokens(self) -> int:
+        return self.sampling(False).max_new_tokens
 
     def progress_total(self, items: Sequence[Item], done_ids: frozenset[str]) -> int:
         """One unit per pass of each item still to do: a two-pass run is not 100 % done after its first passes."""
