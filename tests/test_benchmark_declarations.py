@@ -69,6 +69,7 @@ def test_a_benchmark_reads_only_the_options_it_declares(name):
     bench.evaluate(items, session)
     assert records
     bench.aggregate(records)
+    bench.outcomes(records)
     options = {f.name for f in dataclasses.fields(BenchOptions)}
     assert spy.read & options <= bench.reads, f"{name} reads {sorted(spy.read & options - bench.reads)} undeclared"
     # and declares nothing it never reads (sampling and chat template are read through the session)

@@ -35,7 +35,7 @@ def test_pg19_bits_per_byte_is_gated_and_efficiency_only_on_its_machine(run_benc
     path = run_benches.baselines / "tiny-llama.json"
     doc = json.loads(path.read_text())
     entry = doc["entries"]["pg19/1k"]
-    assert len(entry["windows"]) == 10 and all(v > 0 for v in entry["windows"].values())
+    assert len(entry["outcomes"]) == 10 and all(v > 0 for v in entry["outcomes"].values())
     assert "sampling" not in entry["settings"]  # PG-19 never samples: no reason to refuse on it
     # A baseline far faster than this machine can be, recorded on another machine: not compared, warned.
     entry["efficiency"]["prefill_tok_s"] = 1e12
@@ -54,7 +54,7 @@ def test_pg19_bits_per_byte_is_gated_and_efficiency_only_on_its_machine(run_benc
     assert same.returncode == 1 and "prefill_tok_s fell from 1e+12" in same.stdout
     # A baseline whose every window had 0.2 fewer bits per byte: a regression beyond chance.
     entry["efficiency"]["prefill_tok_s"] = None
-    entry["windows"] = {k: v - 0.2 for k, v in entry["windows"].items()}
+    entry["outcomes"] = {k: v - 0.2 for k, v in entry["outcomes"].items()}
     path.write_text(json.dumps(doc))
     worse = run_benches(*PG19)
     assert worse.returncode == 1

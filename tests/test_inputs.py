@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from lcplugin.benchmarks.base import BENCHMARKS, BenchOptions
+from lcplugin.benchmarks.base import BENCHMARKS, BenchOptions, get_benchmark
 from lcplugin.config.inputs import NOT_QUALITY, quality_settings, result_inputs, test_key
 from lcplugin.config.session import Case, LcSession
 from lcplugin.config.settings import Settings
@@ -71,6 +71,7 @@ def test_committed_baselines_hold_exactly_the_quality_settings_of_the_offline_de
             bench, ctx = key.split("/")
             now = quality_settings(result_inputs(Case(bench, spec, {"1k": 1024, "2k": 2048}[ctx]), session))
             assert baselines.compare_settings(entry["settings"], now, path, key) is None, (path.name, key)
+            assert "settings_hash" not in entry  # written and never read: gone
 
 
 def test_an_option_read_by_one_benchmark_only_refuses_only_that_benchmarks_baselines(tmp_path, monkeypatch):
@@ -84,9 +85,11 @@ def test_an_option_read_by_one_benchmark_only_refuses_only_that_benchmarks_basel
         return quality_settings(_inputs(bench, bench=Extended(tsort_shuffle=shuffle)))
 
     for bench in BENCHMARKS:
-        baselines.record(tmp_path, "m", bench, 1024, summary, "cpu", "h", settings=quality(bench, 0))
+        baselines.record(tmp_path, "m", bench, 1024, summary, "cpu", settings=quality(bench, 0),
+                         measure=get_benchmark(bench).measure)
     for bench in BENCHMARKS:
-        verdict = baselines.judge(tmp_path, "m", bench, 1024, summary, settings=quality(bench, 1))
+        verdict = baselines.judge(tmp_path, "m", bench, 1024, summary, settings=quality(bench, 1),
+                                  measure=get_benchmark(bench).measure)
         if bench == "ada_leval_tsort":
             assert verdict.status == "refused" and "tsort_shuffle: 0 in the baseline, 1 now (--lc-tsort-shuffle)" \
                 in verdict.failures[0]

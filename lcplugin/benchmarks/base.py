@@ -121,6 +121,22 @@ class Item:
     meta: Mapping[str, Any] = field(default_factory=dict)  # buckets: difficulty, length, ...
 
 
+# One item's outcome, as a baseline stores it and the gate compares it: [correct, null] as 0/1 for a
+# benchmark whose items are right or wrong (null: no answer), or a number (``Measure``).
+Outcome = list[int] | float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Measure:
+    """Outcomes that are numbers, lower better (PG-19: each window's bits per byte); the gate tests their
+    mean, paired on the items both runs scored (t-test), else unpaired (Welch). A benchmark without one
+    has right-or-wrong items, gated on accuracy and null rate (McNemar, else Fisher)."""
+
+    label: str  # as a failure names it: "bits per byte"
+    unit: str  # what one outcome is of: "window" (failures and notes add an "s" for more)
+    figures: tuple[str, ...]  # summary figures its baseline entry keeps; the first is the outcomes' mean
+
+
 @dataclass
 class EvalSession:
     """What one test hands a benchmark: the engine, the tokenizer and the test's settings."""
@@ -148,6 +164,8 @@ class Benchmark:
     # What it reads of READABLE, an allow-list: only these key its results (config/inputs.py) and its
     # baselines, so an option added for another benchmark leaves this one's baselines comparable.
     reads: frozenset[str] = frozenset()
+    # None: items are right or wrong; else a number per item (see Measure)
+    measure: Measure | None = None
     # the files this benchmark reads from an --lc-data folder, which alone key its results; None: its
     # data is one file, and a folder is refused when loading
     data_glob: str | None = None
@@ -167,6 +185,10 @@ class Benchmark:
         """The most tokens one item generates under these options, every pass together: the budget the
         plan prices (plugin/plan.py). None generated here (a benchmark that only scores text)."""
         return 0
+
+    def outcomes(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Outcome]:
+        """Each scored record's outcome by id, for the baseline and its gate (results/baselines.py)."""
+        raise NotImplementedError
 
     def sampling(self, greedy: bool) -> SamplingSettings:
         base = self.default_sampling
@@ -224,6 +246,11 @@ class GenerationBenchmark(Benchmark):
 
     def new_tokens(self) -> int:
         return self.sampling(False).max_new_tokens
+
+    def outcomes(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Outcome]:
+        """[correct, null] of each scored item (an item left out as over-length has none)."""
+        return {str(r["id"]): [int(bool(r.get("correct"))), int(bool(r.get("null")))]
+                for r in records if not r.get("skipped") and "correct" in r}
 
     def progress_total(self, items: Sequence[Item], done_ids: frozenset[str]) -> int:
         """One unit per pass of each item still to do: a two-pass run is not 100 % done after its first passes."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ..benchmarks.base import EvalSession, get_benchmark
+from ..benchmarks.base import Benchmark, EvalSession, get_benchmark
 from ..config.contexts import ctx_label
 from ..config.inputs import quality_settings, result_inputs, test_key
 from ..config.session import Case, LcSession
@@ -218,7 +218,8 @@ def _run(case: Case, session: LcSession, engines: EngineManager, benchmark_fixtu
         "rope": dict(config.rope) if config.rope else None, "protocol": session.settings.bench.as_dict(),
         **bench.aggregate(records),
     })
-    return _finish(case, session, summary, benchmark_fixture, record_property, records, quality_settings(inputs))
+    return _finish(case, session, summary, benchmark_fixture, record_property, bench, records,
+                   quality_settings(inputs))
 
 
 def _stop_telemetry(worker: Any) -> None:
@@ -229,18 +230,20 @@ def _stop_telemetry(worker: Any) -> None:
 
 
 def _finish(case: Case, session: LcSession, summary: dict[str, Any], benchmark_fixture: Any,
-            record_property: Any, records: list[dict[str, Any]], quality: dict[str, Any]) -> dict[str, Any]:
+            record_property: Any, bench: Benchmark, records: list[dict[str, Any]],
+            quality: dict[str, Any]) -> dict[str, Any]:
     folder = session.baselines_dir()
     settings = session.settings
+    outcomes = bench.outcomes(records)
     if settings.update_baselines:
         path = baselines.record(folder, case.spec.name, case.benchmark, case.ctx, summary,
-                                machine=str(summary.get("device")), settings_hash=settings.fingerprint(),
-                                records=records, tolerances=settings.tolerances, settings=quality)
+                                machine=str(summary.get("device")), outcomes=outcomes,
+                                tolerances=settings.tolerances, settings=quality, measure=bench.measure)
         summary["baseline"] = {"path": str(path), "status": "recorded"}
         verdict = None
     else:
-        verdict = baselines.judge(folder, case.spec.name, case.benchmark, case.ctx, summary, settings.alpha, records,
-                                  settings=quality)
+        verdict = baselines.judge(folder, case.spec.name, case.benchmark, case.ctx, summary, settings.alpha, outcomes,
+                                  settings=quality, measure=bench.measure)
         summary["baseline"] = {
             "path": verdict.baseline, "status": verdict.status,
             "accuracy": verdict.entry.get("accuracy") if verdict.entry else None,
