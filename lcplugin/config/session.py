@@ -181,7 +181,7 @@ class LcSession:
         must leave none): the xdist controller's, ``--lc-resume RUN_ID``, else the newest unfinished run
         with these settings that no running session holds (locked now), else a new name."""
         if self._run_id is None:
-            root, fingerprint = self.results_root(), self.settings.fingerprint()
+            root, fingerprint = self.results_root(), self.settings.settings_hash()
             if self.worker_run:  # an xdist worker writes into its controller's folder, under its lock
                 self._run_id = self.worker_run[0]
             elif self.settings.resume:
@@ -236,7 +236,7 @@ class LcSession:
         if self._store is None:
             from ..engines import telemetry
 
-            root, fingerprint, run_id = self.results_root(), self.settings.fingerprint(), self.run_id
+            root, fingerprint, run_id = self.results_root(), self.settings.settings_hash(), self.run_id
             self.hold_run_folder()
             meta = {
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

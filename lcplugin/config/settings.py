@@ -32,7 +32,9 @@ class Settings:
     allow_remote_code: bool = False
     tolerances: dict[str, float] = field(default_factory=dict)
 
-    def fingerprint(self) -> str:
+    def settings_hash(self) -> str:
+        """The run's settings as one key (``run.settings_hash`` in summary.json): which unfinished run folder
+        a session resumes, and which shards merge. What one test's result depends on is config/inputs.py's."""
         blob = json.dumps({"limit": self.limit, "data": self.data, "engine": self.engine,
                            "engine_args": [list(kv) for kv in self.engine_args],
                            "sampling": self.sampling, "bench": self.bench.as_dict(), "version": __version__},

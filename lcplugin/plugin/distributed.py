@@ -24,7 +24,7 @@ from xdist.scheduler import LoadScheduling, LoadScopeScheduling
 
 from ..config.session import LcSession
 from ..errors import LcError
-from ..results.store import RunStore, test_key
+from ..results.store import RunStore, summary_slot
 from .plan import estimate_tokens, group_of
 
 
@@ -267,7 +267,7 @@ def merge_parts(folder: Path) -> RunStore:
     for part, doc in parts:
         loads.extend(doc.get("run", {}).get("engine_loads", []))
         for t in doc.get("tests", []):
-            store.tests[test_key(t["benchmark"], t["model"], t["ctx"])] = t
+            store.tests[summary_slot(t["benchmark"], t["model"], t["ctx"])] = t
         part.unlink()
     store.write_summary()
     return store

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LcError
-from .store import atomic_write_json, test_key
+from .store import atomic_write_json, summary_slot
 
 
 def merge_runs(runs: Sequence[Path], out: Path) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def merge_runs(runs: Sequence[Path], out: Path) -> dict[str, Any]:
     owner: dict[str, Path] = {}
     for run, doc in docs:
         for t in doc.get("tests", []):
-            key = test_key(t["benchmark"], t["model"], t["ctx"])
+            key = summary_slot(t["benchmark"], t["model"], t["ctx"])
             if key in tests:
                 raise LcError(f"merge: test {key} is in both {owner[key]} and {run}; remove it from one shard")
             tests[key], owner[key] = t, run

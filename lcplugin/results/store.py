@@ -27,7 +27,9 @@ def atomic_write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def test_key(benchmark: str, model: str, ctx: int) -> str:
+def summary_slot(benchmark: str, model: str, ctx: int) -> str:
+    """A test's place in ``summary.json`` (one summary per benchmark, model and context); not the test key
+    of its records, which is what its result depends on (config/inputs.py)."""
     return f"{benchmark}/{model}/{ctx}"
 
 
@@ -51,7 +53,7 @@ class RunStore:
                 self.meta = {**old.get("run", {}), "resumed_at": self.meta.get("started")}
                 self.meta.pop("finished", None)
                 for t in old.get("tests", []):
-                    self.tests[test_key(t["benchmark"], t["model"], t["ctx"])] = t
+                    self.tests[summary_slot(t["benchmark"], t["model"], t["ctx"])] = t
                 self.resumed = True
             except (json.JSONDecodeError, KeyError, TypeError):
                 pass
@@ -97,7 +99,7 @@ class RunStore:
         self.write_summary()
 
     def put_test(self, summary: Mapping[str, Any]) -> None:
-        self.tests[test_key(summary["benchmark"], summary["model"], summary["ctx"])] = dict(summary)
+        self.tests[summary_slot(summary["benchmark"], summary["model"], summary["ctx"])] = dict(summary)
         self.write_summary()
 
     def write_summary(self) -> None:
