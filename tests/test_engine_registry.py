@@ -90,14 +90,15 @@ def collected(pytester: pytest.Pytester, *args: str) -> list[str]:
 
 def test_the_builtin_entries_keep_what_the_tables_said() -> None:
     """The tables the entries replaced, as they were: accepted arguments, GPUs and versions."""
-    assert registered_engines() == ["hf", "mamba_ssm", "vllm"]
+    builtin = ["hf", "mamba_ssm", "vllm"]  # (tests/fake_engines.py registers "fake" when another test imports it)
+    assert [name for name in registered_engines() if name in builtin] == builtin
     assert engine_entry("vllm").sized_by_context and not engine_entry("hf").sized_by_context
     assert engine_entry("vllm").gpus({"tensor_parallel_size": 4}) == 4
     assert engine_entry("hf").gpus({"tensor_parallel_size": 4}) == 1  # hf does not span GPUs
     assert efficiency_only_args("hf") == {"device", "max_batch_size", "max_batch_tokens", "prefill_chunk", "cache",
                                           "compile"}
     assert "ignore_eos" not in efficiency_only_args("vllm")  # it changes what is generated
-    assert engine_packages() == ["torch", "transformers", "vllm", "mamba-ssm"]
+    assert engine_packages()[:4] == ["torch", "transformers", "vllm", "mamba-ssm"]
 
 
 def test_an_entry_must_accept_its_efficiency_only_arguments() -> None:
@@ -112,7 +113,7 @@ def test_a_spec_may_name_a_registered_engine_only(sglang: EngineEntry, tmp_path:
     path.write_text(SPEC)
     assert load_spec_file(path).engine == "sglang"
     unregister_engine("sglang")
-    with pytest.raises(SpecError, match="field 'engine' is 'sglang'; use one of hf, mamba_ssm, vllm"):
+    with pytest.raises(SpecError, match="field 'engine' is 'sglang'; use one of (fake, )?hf, mamba_ssm, vllm"):
         load_spec_file(path)
 
 

@@ -120,7 +120,7 @@ def test_every_figure_reaches_the_report(table, tmp_path: Path) -> None:
 def gate(folder: Path, key: str, old: float, new: float) -> list[str]:
     """The failures of a test whose ``key`` moved from ``old`` (recorded with a 10 % tolerance) to ``new``."""
     start = {"n": 0, "correct": None, "nulls": None, "accuracy": None, "null_rate": None, key: old}
-    baselines.record(folder, "m", "b", 1024, start, machine="cpu", settings_hash="h",
+    baselines.record(folder, "m", "b", 1024, start, machine="cpu",
                      tolerances=baselines.parse_tolerances(f"{key}=10"), settings={})
     return baselines.judge(folder, "m", "b", 1024, {**start, key: new, "device": "cpu"}, settings={}).failures
 

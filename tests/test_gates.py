@@ -35,7 +35,7 @@ def test_pg19_bits_per_byte_is_gated_and_efficiency_only_on_its_machine(run_benc
     path = run_benches.baselines / "tiny-llama.json"
     doc = json.loads(path.read_text())
     entry = doc["entries"]["pg19/1k"]
-    assert len(entry["windows"]) == 10 and all(v > 0 for v in entry["windows"].values())
+    assert len(entry["outcomes"]) == 10 and all(v > 0 for v in entry["outcomes"].values())
     assert "sampling" not in entry["settings"]  # PG-19 never samples: no reason to refuse on it
     # A baseline far faster than this machine can be, recorded on another machine: not compared, warned.
     entry["efficiency"]["prefill_tok_s"] = 1e12
@@ -54,7 +54,7 @@ def test_pg19_bits_per_byte_is_gated_and_efficiency_only_on_its_machine(run_benc
     assert same.returncode == 1 and "prefill_tok_s fell from 1e+12" in same.stdout
     # A baseline whose every window had 0.2 fewer bits per byte: a regression beyond chance.
     entry["efficiency"]["prefill_tok_s"] = None
-    entry["windows"] = {k: v - 0.2 for k, v in entry["windows"].items()}
+    entry["outcomes"] = {k: v - 0.2 for k, v in entry["outcomes"].items()}
     path.write_text(json.dumps(doc))
     worse = run_benches(*PG19)
     assert worse.returncode == 1
@@ -71,17 +71,16 @@ def last_test(run_benches) -> dict:
 def _quality(spec_changes=None, bench="longbench_v2", greedy=False, **options):
     from dataclasses import replace
 
-    from lcplugin.benchmarks.base import BenchOptions, get_benchmark
+    from lcplugin.benchmarks.base import BenchOptions
+    from lcplugin.config.inputs import quality_settings, result_inputs
     from lcplugin.config.session import Case, LcSession
     from lcplugin.config.settings import Settings
-    from lcplugin.plugin.runner import quality_settings
 
     from .conftest import REPO
 
-    session = LcSession(Settings(bench=BenchOptions(**options)), REPO)
+    session = LcSession(Settings(bench=BenchOptions(**options), sampling="greedy" if greedy else "official"), REPO)
     spec = replace(session.specs["tiny-llama"], **(spec_changes or {}))
-    b = get_benchmark(bench, session.settings.bench)
-    return quality_settings(Case(bench, spec, 1024), session, b, b.sampling(greedy), spec.engine, "synthetic-v1")
+    return quality_settings(result_inputs(Case(bench, spec, 1024), session))
 
 
 def test_quality_settings_leave_out_efficiency_and_what_a_benchmark_never_reads():
@@ -102,17 +101,15 @@ def test_quality_settings_leave_out_efficiency_and_what_a_benchmark_never_reads(
 def test_quality_settings_count_engine_args_given_on_the_command_line():
     """``--lc-engine-arg ignore_eos=true`` changes the answers as the same key in a spec does; the
     prefill chunk and the decode cache do not (greedy output identical, tests/test_hf_prefill.py)."""
-    from lcplugin.benchmarks.base import get_benchmark
+    from lcplugin.config.inputs import quality_settings, result_inputs
     from lcplugin.config.session import Case, LcSession
     from lcplugin.config.settings import Settings
-    from lcplugin.plugin.runner import quality_settings
 
     from .conftest import REPO
 
     def quality(*pairs):
-        session = LcSession(Settings(models="tiny-llama", engine_args=pairs), REPO)
-        spec, b = session.specs["tiny-llama"], get_benchmark("longbench_v2", session.settings.bench)
-        return quality_settings(Case("longbench_v2", spec, 1024), session, b, b.sampling(True), "hf", "x")
+        session = LcSession(Settings(models="tiny-llama", engine_args=pairs, sampling="greedy"), REPO)
+        return quality_settings(result_inputs(Case("longbench_v2", session.specs["tiny-llama"], 1024), session))
 
     assert quality(("ignore_eos", True))["engine_args"] == {"ignore_eos": True}
     assert quality(("prefill_chunk", 300), ("cache", "static"), ("compile", False)) == quality()

@@ -77,14 +77,14 @@ def test_baseline_gate_fails_then_rerecording_passes(run_benches):
     path = run_benches.baselines / "tiny-llama.json"
     doc = json.loads(path.read_text())
     entry = doc["entries"]["longbench_v2/1k"]
-    assert entry["n"] == 8 and entry["accuracy"] == 0.0 and len(entry["items"]) == 8
+    assert entry["n"] == 8 and entry["accuracy"] == 0.0 and len(entry["outcomes"]) == 8
     # a baseline the random model cannot meet: every item right
-    entry.update(accuracy=1.0, correct=8, items={i: [1, 0] for i in entry["items"]})
+    entry.update(accuracy=1.0, correct=8, outcomes={i: [1, 0] for i in entry["outcomes"]})
     path.write_text(json.dumps(doc))
     gated = run_benches(*args)
     assert gated.returncode == 1
     assert str(path) in gated.stdout and "8 went worse, 0 went better" in gated.stdout and "McNemar" in gated.stdout
-    del entry["items"]  # aggregates only: the unpaired test
+    del entry["outcomes"]  # aggregates only: the unpaired test
     path.write_text(json.dumps(doc))
     gated = run_benches(*args)
     assert gated.returncode == 1

@@ -74,7 +74,7 @@ def extract_tsort(response: str) -> list[int] | None:
 class _AdaLEval(GenerationBenchmark):
     file_prefix = ""
     never_truncate = True
-    unaffected_by = GenerationBenchmark.unaffected_by | {"mode", "select", "overlength"}  # LongBench-v2's options
+    reads = frozenset({"sampling", "chat_template"})  # never truncates: --lc-overlength does not apply
     default_sampling = SamplingSettings(max_new_tokens=128, temperature=0.0)
 
     @property

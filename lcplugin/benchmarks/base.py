@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..engines.base import Completion, SamplingSettings
@@ -29,21 +29,89 @@ DATA_KEYS = {"ada_leval_bestanswer": "ada_leval", "ada_leval_tsort": "ada_leval"
 DATA_KEY_NAMES = tuple(sorted({DATA_KEYS.get(name, name) for name in BENCHMARKS}))
 
 
+def parse_select(value: str | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``difficulty=hard;length=short,medium`` -> filters on the dataset's own labels."""
+    if not value:
+        return ()
+    out = []
+    for part in value.split(";"):
+        key, sep, allowed = part.partition("=")
+        if not sep or key.strip() not in ("difficulty", "length", "domain"):
+            raise LcError(f"--lc-select {value!r}: write FIELD=V1,V2[;FIELD=...] with FIELD one of difficulty, "
+                          "length, domain (e.g. --lc-select 'difficulty=hard;length=short,medium')")
+        out.append((key.strip(), tuple(v.strip() for v in allowed.split(",") if v.strip())))
+    return tuple(out)
+
+
+def whole_number(minimum: int, example: str) -> Callable[[str], int]:
+    """A parser of whole numbers of at least ``minimum``; ``example`` is the fix its message suggests."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise LcError(f"{text!r} is not a whole number >= {minimum}; give e.g. {example}")
+        return value
+
+    return parse
+
+
+def _option(default: Any, help: str, **addoption: Any) -> Any:
+    """A protocol option: its ``BenchOptions`` field and its command line ``--lc-<name>`` in one place, so a
+    benchmark's new option is one field here. ``parse`` turns the option's text into the field's value
+    when the command line is parsed (a bad value is pytest's usage error before collection); the other
+    keywords go to pytest's ``addoption`` as they are."""
+    return field(default=default, metadata={"help": help, **addoption})
+
+
 @dataclass(frozen=True, kw_only=True)
 class BenchOptions:
-    """Protocol choices a run makes; all of them key the results and are recorded."""
+    """Protocol choices a run makes, all recorded; each benchmark's results are keyed by those it reads
+    (``Benchmark.reads``), so one benchmark's option never refuses another's baselines."""
 
-    mode: str = "0shot"  # LongBench-v2: 0shot | cot | nocontext
-    select: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (field, allowed values) filters
-    overlength: str = "truncate"  # truncate (official) | skip
-    budget: str = "context"  # LongBench-v2 max_len: context (ctx - new tokens - template) | official (120k at 128k)
-    pg19_windows: int = 10
-    pg19_score_last: int = 100
+    mode: str = _option("0shot", "LongBench-v2 protocol: 0-shot (official default), two-pass chain of thought, "
+                        "or no context", choices=("0shot", "cot", "nocontext"))
+    select: tuple[tuple[str, tuple[str, ...]], ...] = _option(
+        (), "keep items by the dataset's own labels, e.g. 'difficulty=hard;length=short,medium'",
+        metavar="FIELD=V,..;...", parse=parse_select)
+    overlength: str = _option("truncate", "a prompt longer than the context: cut in the middle (official) or "
+                              "skip the item", choices=("truncate", "skip"))
+    budget: str = _option("context", "LongBench-v2 prompt budget: context - new tokens - chat template (default), "
+                          "or official (pred.py's max_len 120,000 at 128k, scaled: floor(ctx x 120000 / 131072))",
+                          choices=("context", "official"))
+    pg19_windows: int = _option(10, "PG-19 windows per book (default 10)", metavar="N",
+                                parse=whole_number(1, "--lc-pg19-windows 10"))
+    pg19_score_last: int = _option(100, "PG-19: score the last K tokens of each window (default 100)", metavar="K",
+                                   parse=whole_number(1, "--lc-pg19-score-last 100"))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "select": {k: list(v) for k, v in self.select},
-                "overlength": self.overlength, "budget": self.budget, "pg19_windows": self.pg19_windows,
-                "pg19_score_last": self.pg19_score_last}
+        """Every option as JSON writes it (``select`` as ``{field: [values]}``)."""
+        return {f.name: {k: list(v) for k, v in self.select} if f.name == "select" else getattr(self, f.name)
+                for f in fields(self)}
+
+    @staticmethod
+    def flag(name: str) -> str:
+        """An option's command line: ``pg19_windows`` -> ``--lc-pg19-windows``."""
+        return "--lc-" + name.replace("_", "-")
+
+    @classmethod
+    def command_line(cls) -> list[tuple[str, dict[str, Any], Callable[[str], Any] | None]]:
+        """(flag, ``addoption`` keywords, parser or None) of every option, for ``plugin/options.py``, which
+        makes the parser the option's argparse ``type``: its value arrives parsed, its default as is."""
+        return [(cls.flag(f.name), {"default": f.default, **{k: v for k, v in f.metadata.items() if k != "parse"}},
+                 f.metadata.get("parse")) for f in fields(cls)]
+
+    @classmethod
+    def from_command_line(cls, value_of: Callable[[str], Any]) -> BenchOptions:
+        """The options from their flags' parsed values (``value_of``: pytest's ``config.getoption``)."""
+        return cls(**{f.name: value_of(cls.flag(f.name)) for f in fields(cls)})
+
+
+# What a benchmark may declare it reads besides its data and model (``Benchmark.reads``): the protocol
+# options, and, for a benchmark that generates, the sampling and the chat template.
+READABLE = frozenset(f.name for f in fields(BenchOptions)) | {"sampling", "chat_template"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +132,22 @@ class Item:
     gold: str
     fields: Mapping[str, Any]
     meta: Mapping[str, Any] = field(default_factory=dict)  # buckets: difficulty, length, ...
+
+
+# One item's outcome, as a baseline stores it and the gate compares it: [correct, null] as 0/1 for a
+# benchmark whose items are right or wrong (null: no answer), or a number (``Measure``).
+Outcome = list[int] | float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Measure:
+    """Outcomes that are numbers, lower better (PG-19: each window's bits per byte); the gate tests their
+    mean, paired on the items both runs scored (t-test), else unpaired (Welch). A benchmark without one
+    has right-or-wrong items, gated on accuracy and null rate (McNemar, else Fisher)."""
+
+    label: str  # as a failure names it: "bits per byte"
+    unit: str  # what one outcome is of: "window" (failures and notes add an "s" for more)
+    figures: tuple[str, ...]  # summary figures its baseline entry keeps; the first is the outcomes' mean
 
 
 @dataclass
@@ -90,14 +174,34 @@ class Benchmark:
 
     name: str = ""
     default_sampling = SamplingSettings()
-    # quality settings this benchmark never reads: a baseline recorded under other values is still comparable
-    unaffected_by: frozenset[str] = frozenset()
+    # What it reads of READABLE, an allow-list: only these key its results (config/inputs.py) and its
+    # baselines, so an option added for another benchmark leaves this one's baselines comparable.
+    reads: frozenset[str] = frozenset()
+    # None: items are right or wrong; else a number per item (see Measure)
+    measure: Measure | None = None
     # the files this benchmark reads from an --lc-data folder, which alone key its results; None: its
     # data is one file, and a folder is refused when loading
     data_glob: str | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A name outside READABLE (a typo) would key nothing: refused when the class is defined."""
+        super().__init_subclass__(**kwargs)
+        unknown = sorted(set(cls.reads) - READABLE)
+        if unknown:
+            raise TypeError(f"benchmark {cls.__module__}.{cls.__qualname__}, field reads: unknown {', '.join(unknown)}; "
+                            f"name BenchOptions fields or sampling, chat_template ({', '.join(sorted(READABLE))})")
+
     def __init__(self, options: BenchOptions | None = None) -> None:
         self.options = options or BenchOptions()
+
+    def new_tokens(self) -> int:
+        """The most tokens one item generates under these options, every pass together: the budget the
+        plan prices (plugin/plan.py). None generated here (a benchmark that only scores text)."""
+        return 0
+
+    def outcomes(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Outcome]:
+        """Each scored record's outcome by id, for the baseline and its gate (results/baselines.py)."""
+        raise NotImplementedError
 
     def sampling(self, greedy: bool) -> SamplingSettings:
         base = self.default_sampling
@@ -150,8 +254,16 @@ class GenerationBenchmark(Benchmark):
     """A benchmark that sends one prompt per item and scores the generated text."""
 
     never_truncate = False  # True: a prompt that does not fit is skipped (counted), never cut
-    unaffected_by = frozenset({"pg19_windows", "pg19_score_last"})
+    reads = frozenset({"sampling", "chat_template", "overlength"})
     passes = 1  # generation passes per item (LongBench-v2 chain of thought: 2)
+
+    def new_tokens(self) -> int:
+        return self.sampling(False).max_new_tokens
+
+    def outcomes(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Outcome]:
+        """[correct, null] of each scored item (an item left out as over-length has none)."""
+        return {str(r["id"]): [int(bool(r.get("correct"))), int(bool(r.get("null")))]
+                for r in records if not r.get("skipped") and "correct" in r}
 
     def progress_total(self, items: Sequence[Item], done_ids: frozenset[str]) -> int:
         """One unit per pass of each item still to do: a two-pass run is not 100 % done after its first passes."""

@@ -136,12 +136,18 @@ class LongBenchV2(GenerationBenchmark):
     """Modes: ``0shot`` (default), ``cot`` (two passes: 1024 then 128 new tokens), ``nocontext``."""
 
     name = "longbench_v2"
+    reads = GenerationBenchmark.reads | {"mode", "select", "budget"}
     default_sampling = SamplingSettings(max_new_tokens=128, temperature=0.1)
     cot_sampling = SamplingSettings(max_new_tokens=1024, temperature=0.1)
+    answer_tokens = 128  # chain of thought's second pass, the answer
 
     def sampling(self, greedy: bool) -> SamplingSettings:
         base = self.cot_sampling if self.options.mode == "cot" else self.default_sampling
         return SamplingSettings(max_new_tokens=base.max_new_tokens, temperature=0.0 if greedy else base.temperature)
+
+    def new_tokens(self) -> int:
+        """128; with chain of thought 1,024 reasoning then 128 answer: 1,152."""
+        return super().new_tokens() + (self.answer_tokens if self.passes == 2 else 0)
 
     def load_items(self, source: DataSource, ctx: int, limit: int | None) -> list[Item]:
         need_context = self.options.mode != "nocontext"
@@ -178,9 +184,10 @@ class LongBenchV2(GenerationBenchmark):
     def second_pass(self, items: Sequence[Item], records: list[dict[str, Any]], session: EvalSession) -> None:
         """Chain of thought, second pass: the question without the document, ``$COT$`` <- the first
         response, 128 new tokens; the record keeps both responses and is scored on the answer."""
-        answer_sampling = SamplingSettings(max_new_tokens=128, temperature=session.sampling.temperature,
+        answer_sampling = SamplingSettings(max_new_tokens=self.answer_tokens, temperature=session.sampling.temperature,
                                            seed=session.sampling.seed)
-        builder = PromptBuilder(session.tokenizer, session.ctx, 128, session.chat_mode, max_len=self.max_len(session.ctx))
+        builder = PromptBuilder(session.tokenizer, session.ctx, self.answer_tokens, session.chat_mode,
+                                max_len=self.max_len(session.ctx))
         prompts = [builder.build(fill(TEMPLATE_0SHOT_COT_ANS, item.fields, record["response"])).ids
                    for item, record in zip(items, records, strict=True)]
         answers = session.generate(prompts, answer_sampling)

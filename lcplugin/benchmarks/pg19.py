@@ -18,7 +18,7 @@ from typing import Any
 
 from ..engines.base import SamplingSettings
 from ..errors import DataError
-from .base import Benchmark, DataSource, EvalSession, Item
+from .base import Benchmark, DataSource, EvalSession, Item, Measure, Outcome
 
 HUB_ID = "deepmind/pg19"
 
@@ -44,10 +44,18 @@ def synthetic_books(n: int = 3, words: int = 3000, seed: int = 19) -> list[dict[
     return books
 
 
+def window_bits_per_byte(record: Mapping[str, Any]) -> float | None:
+    """A window's bits per byte (of its scored text), None for a record without one."""
+    if record.get("nll") is None or not record.get("bytes"):
+        return None
+    return float(record["nll"]) / (float(record["bytes"]) * math.log(2))
+
+
 class PG19(Benchmark):
     name = "pg19"
     # raw text windows: no generation, no prompt, no chat template
-    unaffected_by = frozenset({"sampling", "mode", "select", "overlength", "chat_template"})
+    reads = frozenset({"pg19_windows", "pg19_score_last"})
+    measure = Measure(label="bits per byte", unit="window", figures=("bits_per_byte", "perplexity"))
     data_glob = "*.txt"
 
     def load_items(self, source: DataSource, ctx: int, limit: int | None) -> list[Item]:
@@ -101,6 +109,10 @@ class PG19(Benchmark):
                 })
             if session.progress:
                 session.progress(1)
+
+    def outcomes(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Outcome]:
+        """Each window's bits per byte, keyed by book and token offset."""
+        return {str(r["id"]): b for r in records if (b := window_bits_per_byte(r)) is not None}
 
     def cost_plan(self, n_items: int, ctx: int, sampling: SamplingSettings) -> list[tuple[int, int]]:
         """A book is read as its windows of ``ctx`` tokens, prefill only (shorter books give fewer)."""

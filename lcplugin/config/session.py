@@ -7,8 +7,6 @@ session loads once (tokenizers, items, data digests) is ``plugin.caches.SessionC
 
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 import subprocess
 import time
@@ -155,20 +153,11 @@ class LcSession:
             "settings": {**{k: (str(v) if isinstance(v, Path) else v)
                             for k, v in self.settings.__dict__.items() if k != "bench"},
                          "ctx": list(self.settings.ctx or []), "bench": self.settings.bench.as_dict()},
-            "settings_hash": self.settings.fingerprint(),
+            "settings_hash": self.settings.settings_hash(),
             "versions": _versions(),
             "device": telemetry.device_name(),
             "git_revision": _git_revision(self.rootdir),
         }
-
-    def test_key(self, benchmark: str, spec: ModelSpec, ctx: int, data_digest: str) -> str:
-        """What a record's result depends on; resumed records with another key are never reused."""
-        blob = json.dumps({"benchmark": benchmark, "source": spec.source, "revision": spec.revision,
-                           "dtype": spec.dtype, "engine": self.engine_of(spec),
-                           "engine_args": self.engine_args_for(spec), "rope": spec.rope_for(ctx),
-                           "chat": spec.chat_template, "tokenizer": spec.tokenizer, "ctx": ctx,
-                           "data": data_digest, "settings": self.settings.fingerprint()}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def baselines_dir(self) -> Path:
         b = self.settings.baselines

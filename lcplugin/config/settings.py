@@ -32,26 +32,14 @@ class Settings:
     allow_remote_code: bool = False
     tolerances: dict[str, float] = field(default_factory=dict)
 
-    def fingerprint(self) -> str:
+    def settings_hash(self) -> str:
+        """The run's settings as one key (``run.settings_hash`` in summary.json): which unfinished run folder
+        a session resumes, and which shards merge. What one test's result depends on is config/inputs.py's."""
         blob = json.dumps({"limit": self.limit, "data": self.data, "engine": self.engine,
                            "engine_args": [list(kv) for kv in self.engine_args],
                            "sampling": self.sampling, "bench": self.bench.as_dict(), "version": __version__},
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def parse_select(value: str | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """``difficulty=hard;length=short,medium`` -> filters on the dataset's own labels."""
-    if not value:
-        return ()
-    out = []
-    for part in value.split(";"):
-        key, sep, allowed = part.partition("=")
-        if not sep or key.strip() not in ("difficulty", "length", "domain"):
-            raise LcError(f"--lc-select {value!r}: write FIELD=V1,V2[;FIELD=...] with FIELD one of difficulty, "
-                          "length, domain (e.g. --lc-select 'difficulty=hard;length=short,medium')")
-        out.append((key.strip(), tuple(v.strip() for v in allowed.split(",") if v.strip())))
-    return tuple(out)
 
 
 def parse_engine_arg(value: str) -> tuple[str, Any]:

@@ -46,7 +46,7 @@ def pytest_configure(config: pytest.Config) -> None:
         lc = config.stash[_SESSION] = LcSession(options.settings_from(config), Path(str(config.rootpath)))
         adopted = workerinput is not None and "lc_run_id" in workerinput  # a worker of lcplugin's xdist controller
         adopt = (workerinput["lc_run_id"], workerinput["workerid"]) if adopted else None
-        folder = config.stash[_RUN_FOLDER] = RunFolder(lc.results_root(), lc.settings.fingerprint(),
+        folder = config.stash[_RUN_FOLDER] = RunFolder(lc.results_root(), lc.settings.settings_hash(),
                                                        resume=lc.settings.resume, adopt=adopt)
         if workerinput is None:  # xdist workers write under their controller's lock
             folder.claim_resume()

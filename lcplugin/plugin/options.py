@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ..benchmarks.base import BenchOptions
+from ..benchmarks.base import BenchOptions, whole_number
 from ..config.contexts import parse_ctx_list
-from ..config.settings import Settings, parse_data_option, parse_engine_arg, parse_select
+from ..config.settings import Settings, parse_data_option, parse_engine_arg
 from ..engines.registry import registered_engines
 from ..errors import LcError
 from ..results import figures
@@ -40,21 +40,6 @@ def option_type(option: str, parse: Callable[[str], T]) -> Callable[[str], T]:
 
     convert.__name__ = option  # what argparse would name in a message of its own
     return convert
-
-
-def whole_number(minimum: int, example: str) -> Callable[[str], int]:
-    """A whole number of at least ``minimum``; ``example`` is the fix the message suggests."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise LcError(f"{text!r} is not a whole number >= {minimum}; give e.g. {example}")
-        return value
-
-    return parse
 
 
 def number(low: float, high: float | None, example: str, inclusive: bool = True) -> Callable[[str], float]:
@@ -115,15 +100,11 @@ def add_options(parser: pytest.Parser) -> None:
           help="significance level of the regression gates (default 0.05)")
     g.addoption("--lc-sampling", choices=("official", "greedy"), default="official",
                 help="decode with each benchmark's official sampling (default) or greedily")
-    g.addoption("--lc-mode", choices=("0shot", "cot", "nocontext"), default="0shot",
-                help="LongBench-v2 protocol: 0-shot (official default), two-pass chain of thought, or no context")
-    typed("--lc-select", parse_select, default=None, metavar="FIELD=V,..;...",
-          help="keep items by the dataset's own labels, e.g. 'difficulty=hard;length=short,medium'")
-    g.addoption("--lc-overlength", choices=("truncate", "skip"), default="truncate",
-                help="a prompt longer than the context: cut in the middle (official) or skip the item")
-    g.addoption("--lc-budget", choices=("context", "official"), default="context",
-                help="LongBench-v2 prompt budget: context - new tokens - chat template (default), or official "
-                     "(pred.py's max_len 120,000 at 128k, scaled: floor(ctx x 120000 / 131072))")
+    for flag, keywords, parse in BenchOptions.command_line():  # the protocol options, declared with their fields
+        if parse is None:
+            g.addoption(flag, **keywords)
+        else:
+            typed(flag, parse, **keywords)
     g.addoption("--lc-resume", default=None, metavar="RUN_ID",
                 help="continue a run folder (default: an unfinished run with the same settings is continued)")
     g.addoption("--lc-allow-remote-code", action="store_true",
@@ -135,10 +116,6 @@ def add_options(parser: pytest.Parser) -> None:
                 help="log the summary and per-item table to Weights & Biases (offline unless WANDB_MODE is set)")
     typed("--lc-progress-every", number(0, None, "--lc-progress-every 60"), default=180.0, metavar="S",
           help="non-interactive or -q: a progress line every S seconds (default 180; 0: none)")
-    typed("--lc-pg19-windows", whole_number(1, "--lc-pg19-windows 10"), default=10, metavar="N",
-          help="PG-19 windows per book (default 10)")
-    typed("--lc-pg19-score-last", whole_number(1, "--lc-pg19-score-last 100"), default=100, metavar="K",
-          help="PG-19: score the last K tokens of each window (default 100)")
     g.addoption("--lc-strict", action="store_true",
                 help="fail the session when no lcplugin test ran (all skipped, or none selected): for CI")
     g.addoption("--lc-plan", action="store_true",
@@ -163,6 +140,4 @@ def settings_from(config: pytest.Config) -> Settings:
         specs_dirs=tuple(Path(d) for d in opt("--lc-specs")), alpha=opt("--lc-alpha"),
         sampling=opt("--lc-sampling"), resume=opt("--lc-resume"), allow_remote_code=opt("--lc-allow-remote-code"),
         tolerances=tolerances or {},
-        bench=BenchOptions(mode=opt("--lc-mode"), select=opt("--lc-select") or (),
-                           overlength=opt("--lc-overlength"), budget=opt("--lc-budget"), pg19_windows=opt("--lc-pg19-windows"),
-                           pg19_score_last=opt("--lc-pg19-score-last")))
+        bench=BenchOptions.from_command_line(opt))

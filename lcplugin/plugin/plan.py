@@ -1,8 +1,8 @@
 """The work of each model, known before anything runs, and how it splits over workers.
 
 A test's work is estimated as items x (context + generation budget) tokens: items from
-``--lc-limit`` (or the 8 synthetic items a tiny model gets by default), the generation budget of the
-LongBench-v2 and Ada-LEval protocols (128 new tokens; 1,152 with ``--lc-mode cot``). No model is
+``--lc-limit`` (or the 8 synthetic items a tiny model gets by default), the generation budget the
+benchmarks declare (``Benchmark.new_tokens``: 128 new tokens; 1,152 with ``--lc-mode cot``). No model is
 loaded and no data read: the estimate only orders and balances models, it is not a figure. Where a
 previous run in the results folder measured a model on this device, tokens per second from it turn
 the estimate into hours.
@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ..benchmarks.base import BENCHMARKS, get_benchmark
 from ..config.session import LcSession
 from ..results.runfolder import RunFolder
 from .progress import _duration
@@ -48,9 +49,14 @@ def items_per_test(lc: LcSession, model: str) -> int | None:
     return None
 
 
+def new_tokens(lc: LcSession) -> int:
+    """The generation budget an item is priced at: the largest any benchmark declares under this run's
+    options, since a node id does not say which benchmark it runs."""
+    return max(get_benchmark(name, lc.settings.bench).new_tokens() for name in BENCHMARKS)
+
+
 def test_tokens(lc: LcSession, model: str, ctx: int) -> int:
-    out = 1152 if lc.settings.bench.mode == "cot" else 128
-    return (items_per_test(lc, model) or 1) * (ctx + out)
+    return (items_per_test(lc, model) or 1) * (ctx + new_tokens(lc))
 
 
 def estimate_tokens(lc: LcSession, nodeids: Iterable[str]) -> dict[str, int]:
@@ -97,7 +103,7 @@ def measured_rates(lc: LcSession, device: str) -> dict[str, float]:
         for t in summary.tests:
             if t.get("device") == device and t.get("wall_s") and t.get("model") not in rates:
                 by_model.setdefault(t["model"], []).append(t)
-        out = 1152 if lc.settings.bench.mode == "cot" else 128
+        out = new_tokens(lc)
         for model, rows in by_model.items():
             tokens = sum(t["n"] * (t["ctx"] + out) for t in rows)
             rates[model] = tokens / sum(t["wall_s"] for t in rows)

@@ -9,19 +9,19 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ..benchmarks.base import EvalSession, get_benchmark
+from ..benchmarks.base import Benchmark, EvalSession, get_benchmark
 from ..config.contexts import ctx_label
+from ..config.inputs import quality_settings, result_inputs, test_key
 from ..config.session import Case, LcSession
 from ..engines import telemetry
 from ..engines.base import EngineConfig
 from ..engines.manager import EngineManager
-from ..engines.registry import efficiency_only_args, engine_entry, registered_engines
+from ..engines.registry import engine_entry, registered_engines
 from ..errors import EngineError, LcError, WorkerDied
 from ..models.hub import hub_status, weights_unreachable
 from ..results import baselines, figures
@@ -131,15 +131,16 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
     worker = engines.get(config)
     load_s = engines.last_load_s  # paid by this test (its model's first), never counted in wall_s
     worker.call("telemetry_begin")
-    test_key = session.test_key(case.benchmark, case.spec, case.ctx, source.digest)
+    inputs = result_inputs(case, session, caches.digests)
+    test_key_ = test_key(inputs)
     wanted = {it.id for it in items}
-    records = [r for r in store.resume_records(case.benchmark, case.spec.name, case.ctx, test_key)
+    records = [r for r in store.resume_records(case.benchmark, case.spec.name, case.ctx, test_key_)
                if r["id"] in wanted or str(r["id"]).split("@")[0] in wanted]
     resumed = len(records)  # items a killed run already did: not part of this wall time
     batch_prefix = f"{worker.pid}-{time.time_ns()}"  # batch ids are unique within one worker's life
 
     def emit(record: dict[str, Any]) -> None:
-        record = {"model": case.spec.name, **record, "test_key": test_key,
+        record = {"model": case.spec.name, **record, "test_key": test_key_,
                   "batch_key": f"{batch_prefix}:{record.get('batch_id')}"}
         store.append(case.benchmark, case.spec.name, case.ctx, record)
         records.append(record)
@@ -202,28 +203,8 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
     })
     for figure in figures.FIGURES:  # every figure in every summary: None where this test measured none
         summary.setdefault(figure.key, None)
-    quality = quality_settings(case, session, bench, sampling, config.engine, source.digest)
-    return _finish(case, session, run, summary, benchmark_fixture, record_property, records, quality)
-
-
-def quality_settings(case: Case, session: LcSession, bench: Any, sampling: Any, engine: str,
-                     data_digest: str) -> dict[str, Any]:
-    """What a test's quality depends on: stored in its baseline entry and compared before any gate.
-
-    Every protocol option (``BenchOptions.as_dict()``) is in, so a new one is covered without a change
-    here; a benchmark drops only those it never reads (``unaffected_by``). Out: the sampling seed
-    (chance, which the tests account for), the item count (the paired tests use the items both runs
-    scored), the lcplugin version, and efficiency-only engine arguments."""
-    spec = case.spec
-    out = {
-        "sampling": {k: v for k, v in asdict(sampling).items() if k != "seed"},
-        **session.settings.bench.as_dict(),
-        "data": data_digest, "engine": engine, "source": spec.source, "revision": spec.revision,
-        "tokenizer": spec.tokenizer or spec.source, "dtype": spec.dtype, "chat_template": spec.chat_template,
-        "rope": spec.rope_for(case.ctx),
-        "engine_args": {k: v for k, v in sorted(session.engine_args_for(spec).items()) if k not in efficiency_only_args(engine)},
-    }
-    return {k: v for k, v in out.items() if k not in bench.unaffected_by}
+    return _finish(case, session, run, summary, benchmark_fixture, record_property, bench, records,
+                   quality_settings(inputs))
 
 
 def _stop_telemetry(worker: Any) -> None:
@@ -234,18 +215,20 @@ def _stop_telemetry(worker: Any) -> None:
 
 
 def _finish(case: Case, session: LcSession, run: RunFolder, summary: dict[str, Any], benchmark_fixture: Any,
-            record_property: Any, records: list[dict[str, Any]], quality: dict[str, Any]) -> dict[str, Any]:
+            record_property: Any, bench: Benchmark, records: list[dict[str, Any]],
+            quality: dict[str, Any]) -> dict[str, Any]:
     folder = session.baselines_dir()
     settings = session.settings
+    outcomes = bench.outcomes(records)
     if settings.update_baselines:
         path = baselines.record(folder, case.spec.name, case.benchmark, case.ctx, summary,
-                                machine=str(summary.get("device")), settings_hash=settings.fingerprint(),
-                                records=records, tolerances=settings.tolerances, settings=quality)
+                                machine=str(summary.get("device")), outcomes=outcomes,
+                                tolerances=settings.tolerances, settings=quality, measure=bench.measure)
         summary["baseline"] = {"path": str(path), "status": "recorded"}
         verdict = None
     else:
-        verdict = baselines.judge(folder, case.spec.name, case.benchmark, case.ctx, summary, settings.alpha, records,
-                                  settings=quality)
+        verdict = baselines.judge(folder, case.spec.name, case.benchmark, case.ctx, summary, settings.alpha, outcomes,
+                                  settings=quality, measure=bench.measure)
         summary["baseline"] = {
             "path": verdict.baseline, "status": verdict.status,
             "accuracy": verdict.entry.get("accuracy") if verdict.entry else None,

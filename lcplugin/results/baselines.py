@@ -1,8 +1,9 @@
 """Baselines and the regression gate.
 
 ``baselines/<model>.json`` holds, per ``<benchmark>/<ctx>``, the counts a statistical test needs
-(n, correct, nulls), per-item outcomes (PG-19: per-window bits per byte), the machine, and the
-settings that decide quality. A test fails only when its figure is worse than the baseline's by more
+(n, correct, nulls), each item's outcome as its benchmark gives it (``Benchmark.outcomes``: right or
+wrong, or a number such as PG-19's per-window bits per byte), the machine, and the settings that
+decide quality. A test fails only when its figure is worse than the baseline's by more
 than chance explains at level ``alpha`` (default 0.05), one-sided. A fixed tolerance would be flaky
 at small n and blind at large n. Runs made under other quality settings are not compared at all:
 the gate refuses, naming each difference, because a test could only measure the settings' effect.
@@ -14,13 +15,13 @@ from __future__ import annotations
 import datetime as _dt
 import fcntl
 import json
-import math
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..benchmarks.base import Measure, Outcome
 from ..config.contexts import ctx_label
 from ..errors import LcError
 from . import figures
@@ -28,7 +29,7 @@ from .stats import fisher_greater, fisher_less, mcnemar_worse, paired_t_greater,
 from .store import atomic_write_json
 
 FORMAT = "lcplugin-baseline"
-VERSION = 1
+VERSION = 2  # 2: one "outcomes" object per entry (1 had "items", or PG-19's "windows", and a settings hash)
 DEFAULT_ALPHA = 0.05
 
 
@@ -146,16 +147,15 @@ def _counts(entry: Mapping[str, Any], key: str, path: Path, which: str) -> tuple
     return k, n
 
 
-def paired_counts(base_items: Mapping[str, Any], records: list[Mapping[str, Any]], flag: int,
-                  key: str) -> tuple[int, int, int]:
+def paired_counts(base: Mapping[str, Any], current: Mapping[str, Outcome], flag: int) -> tuple[int, int, int]:
     """(b, c, n) on the items both runs scored: b = went bad (correct->wrong, or answered->null), c = reverse."""
     b = c = n = 0
-    for r in records:
-        old = base_items.get(str(r["id"]))
-        if old is None or r.get(key) is None:
+    for item, outcome in current.items():
+        old = base.get(item)
+        if old is None:
             continue
         n += 1
-        before, now = bool(old[flag]), bool(r[key])
+        before, now = bool(old[flag]), bool(outcome[flag])  # type: ignore[index]
         if flag == 0:  # accuracy: right before, wrong now
             b += before and not now
             c += now and not before
@@ -201,15 +201,15 @@ def judge_efficiency(entry: Mapping[str, Any], summary: Mapping[str, Any], path:
 
 
 def judge(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[str, Any],
-          alpha: float = DEFAULT_ALPHA, records: list[Mapping[str, Any]] | None = None, *,
-          settings: Mapping[str, Any]) -> Verdict:
-    """Compare one test's summary with its baseline entry.
+          alpha: float = DEFAULT_ALPHA, outcomes: Mapping[str, Outcome] | None = None, *,
+          settings: Mapping[str, Any], measure: Measure | None = None) -> Verdict:
+    """Compare one test's summary and per-item ``outcomes`` with its baseline entry.
 
     Nothing is compared when the entry was recorded under other quality settings (or under unknown
-    ones): the verdict is a refusal naming each difference. Accuracy and null rate are judged item by
-    item on the items both runs scored (exact McNemar), else on the aggregates (one-sided Fisher);
-    PG-19's bits per byte window by window (one-sided paired t-test), else unpaired (Welch).
-    Efficiency tolerances gate only on the machine that recorded them."""
+    ones): the verdict is a refusal naming each difference. Right-or-wrong items (``measure`` None):
+    accuracy and null rate item by item on the items both runs scored (exact McNemar), else on the
+    aggregates (one-sided Fisher). A measure (PG-19's bits per byte): item by item (one-sided paired
+    t-test), else unpaired (Welch). Efficiency tolerances gate only on the machine that recorded them."""
     path = baseline_path(folder, model)
     doc = load(path)
     key = entry_key(benchmark, ctx)
@@ -229,23 +229,23 @@ def judge(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[s
         v.notes.append(f"efficiency not compared (other machine: baseline on {then!r}, this run on {now!r})")
         v.warnings.append(f"baseline {path} ({key}) was recorded on {then!r}, this run is on {now!r}: efficiency "
                           "not compared (other machine); quality is compared")
-    scored = [r for r in records or [] if not r.get("skipped")]
-    if summary.get("bits_per_byte") is not None or entry.get("windows"):
-        _judge_bits_per_byte(v, entry, summary, scored, path, key, alpha)
+    now = dict(outcomes or {})
+    if measure is not None:
+        _judge_measure(v, entry, summary, now, measure, path, key, alpha)
     elif summary["n"] == 0 or summary.get("correct") is None or entry.get("correct") is None:
         v.notes.append("no accuracy to gate (no items)")
     else:
-        _judge_accuracy(v, entry, summary, scored, path, key, alpha)
+        _judge_accuracy(v, entry, summary, now, path, key, alpha)
     return v
 
 
 def _judge_accuracy(v: Verdict, entry: Mapping[str, Any], summary: Mapping[str, Any],
-                    scored: list[Mapping[str, Any]], path: Path, key: str, alpha: float) -> None:
-    items = entry.get("items")
-    if isinstance(items, dict) and items and scored:
-        if any(str(r["id"]) in items for r in scored):
-            for flag, what, name in ((0, "accuracy", "correct"), (1, "null rate", "null")):
-                b, c, n = paired_counts(items, scored, flag, name)
+                    now: Mapping[str, Outcome], path: Path, key: str, alpha: float) -> None:
+    items = entry.get("outcomes")
+    if isinstance(items, dict) and items and now:
+        if any(i in items for i in now):
+            for flag, what in ((0, "accuracy"), (1, "null rate")):
+                b, c, n = paired_counts(items, now, flag)
                 p = mcnemar_worse(b, c)
                 if p < alpha:
                     verb = "fell" if flag == 0 else "rose"
@@ -255,7 +255,7 @@ def _judge_accuracy(v: Verdict, entry: Mapping[str, Any], summary: Mapping[str, 
             v.notes.append("paired (McNemar) on per-item outcomes")
             return
         # pairing on nothing would pass with p = 1 whatever happened: compare the aggregates instead
-        v.notes.append(f"no items in common with the baseline ({len(items)} there, {len(scored)} here): "
+        v.notes.append(f"no items in common with the baseline ({len(items)} there, {len(now)} here): "
                        "no paired test; unpaired (Fisher) on aggregates")
     k_base, n_base = _counts(entry, key, path, "correct")
     n_new = summary["n"]
@@ -273,41 +273,35 @@ def _judge_accuracy(v: Verdict, entry: Mapping[str, Any], summary: Mapping[str, 
     v.notes.append("unpaired (Fisher) on aggregates")
 
 
-def window_bits_per_byte(record: Mapping[str, Any]) -> float | None:
-    """A PG-19 record's bits per byte (its window's scored text), None for other records."""
-    if record.get("nll") is None or not record.get("bytes"):
-        return None
-    return float(record["nll"]) / (float(record["bytes"]) * math.log(2))
-
-
-def _judge_bits_per_byte(v: Verdict, entry: Mapping[str, Any], summary: Mapping[str, Any],
-                         scored: list[Mapping[str, Any]], path: Path, key: str, alpha: float) -> None:
-    base = entry.get("windows") if isinstance(entry.get("windows"), dict) else {}
-    now = {str(r["id"]): b for r in scored if (b := window_bits_per_byte(r)) is not None}
+def _judge_measure(v: Verdict, entry: Mapping[str, Any], summary: Mapping[str, Any], now: Mapping[str, Outcome],
+                   measure: Measure, path: Path, key: str, alpha: float) -> None:
+    base = entry.get("outcomes") if isinstance(entry.get("outcomes"), dict) else {}
+    one, label, figure = measure.unit, measure.label, measure.figures[0]
+    unit = one + "s"
     if not base or not now:
-        v.notes.append("no per-window bits per byte to gate (none in the baseline or in this run)")
+        v.notes.append(f"no per-{one} {label} to gate (none in the baseline or in this run)")
         return
-    figures = (f"bits per byte rose from {_num(entry.get('bits_per_byte'))} (baseline {path}, {key}) to "
-               f"{_num(summary.get('bits_per_byte'))}")
+    headline = (f"{label} rose from {_num(entry.get(figure))} (baseline {path}, {key}) to "
+               f"{_num(summary.get(figure))}")
     common = [i for i in now if i in base]
     if len(common) >= 2:
-        diffs = [now[i] - float(base[i]) for i in common]
+        diffs = [float(now[i]) - float(base[i]) for i in common]  # type: ignore[arg-type]
         p = paired_t_greater(diffs)
-        v.notes.append(f"paired t-test on {len(common)} windows")
+        v.notes.append(f"paired t-test on {len(common)} {unit}")
         if p < alpha:
             worse, better = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
-            v.failures.append(f"{figures} on {len(common)} paired windows ({worse} worse, {better} better; mean "
-                              f"{sum(diffs) / len(diffs):+.4f} per window): one-sided paired t-test p = {p:.2g} "
+            v.failures.append(f"{headline} on {len(common)} paired {unit} ({worse} worse, {better} better; mean "
+                              f"{sum(diffs) / len(diffs):+.4f} per {one}): one-sided paired t-test p = {p:.2g} "
                               f"< alpha = {alpha}")
         return
-    v.notes.append(f"no windows in common with the baseline ({len(common)} common, {len(base)} there, {len(now)} "
-                   "here): no paired test; unpaired (Welch t-test) on per-window bits per byte")
+    v.notes.append(f"no {unit} in common with the baseline ({len(common)} common, {len(base)} there, {len(now)} "
+                   f"here): no paired test; unpaired (Welch t-test) on per-{one} {label}")
     if len(base) < 2 or len(now) < 2:
-        v.notes.append("too few windows for an unpaired test: bits per byte not gated")
+        v.notes.append(f"too few {unit} for an unpaired test: {label} not gated")
         return
-    p = welch_t_greater([float(x) for x in base.values()], list(now.values()))
+    p = welch_t_greater([float(x) for x in base.values()], [float(x) for x in now.values()])  # type: ignore[arg-type]
     if p < alpha:
-        v.failures.append(f"{figures} on {len(base)} and {len(now)} unpaired windows: one-sided Welch t-test "
+        v.failures.append(f"{headline} on {len(base)} and {len(now)} unpaired {unit}: one-sided Welch t-test "
                           f"p = {p:.2g} < alpha = {alpha}")
 
 
@@ -327,14 +321,12 @@ def _locked(path: Path):
 
 
 def record(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[str, Any],
-           machine: str, settings_hash: str, records: list[Mapping[str, Any]] | None = None,
-           tolerances: Mapping[str, float] | None = None, *, settings: Mapping[str, Any]) -> Path:
-    """Write this test's figures, the settings that decide its quality, and its per-item outcomes
-    (or PG-19's per-window bits per byte) for paired gates into the model's baseline (other entries kept)."""
+           machine: str, outcomes: Mapping[str, Outcome] | None = None,
+           tolerances: Mapping[str, float] | None = None, *, settings: Mapping[str, Any],
+           measure: Measure | None = None) -> Path:
+    """Write this test's figures (a measure's as well), the settings that decide its quality, and its
+    per-item outcomes for the paired gates into the model's baseline (other entries kept)."""
     path = baseline_path(folder, model)
-    scored = [r for r in records or [] if not r.get("skipped")]
-    items = {str(r["id"]): [int(bool(r.get("correct"))), int(bool(r.get("null")))] for r in scored if "correct" in r}
-    windows = {str(r["id"]): b for r in scored if (b := window_bits_per_byte(r)) is not None}
     with _locked(path):
         try:
             doc = load(path)
@@ -344,12 +336,11 @@ def record(folder: Path, model: str, benchmark: str, ctx: int, summary: Mapping[
         doc["entries"][entry_key(benchmark, ctx)] = {
             "n": summary["n"], "correct": summary["correct"], "nulls": summary["nulls"],
             "accuracy": summary["accuracy"], "null_rate": summary["null_rate"],
-            **({"bits_per_byte": summary["bits_per_byte"], "perplexity": summary.get("perplexity")}
-               if summary.get("bits_per_byte") is not None else {}),
-            "machine": machine, "settings_hash": settings_hash, "settings": _plain(settings),
+            **{name: summary.get(name) for name in (measure.figures if measure else ())},
+            "machine": machine, "settings": _plain(settings),
             "efficiency": {f.key: summary.get(f.key) for f in figures.reaching("gated")},
             "tolerance_pct": dict(tolerances or {}),
-            **({"items": items} if items else {}), **({"windows": windows} if windows else {}),
+            **({"outcomes": dict(outcomes)} if outcomes else {}),
             "recorded": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         doc["entries"] = dict(sorted(doc["entries"].items()))

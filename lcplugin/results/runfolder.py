@@ -69,8 +69,8 @@ def _read(path: Path) -> Summary:
     return Summary(run, tuple(tests))
 
 
-def _unfinished(run: Mapping[str, Any], fingerprint: str) -> bool:
-    return run.get("settings_hash") == fingerprint and not run.get("finished")
+def _unfinished(run: Mapping[str, Any], settings_hash: str) -> bool:
+    return run.get("settings_hash") == settings_hash and not run.get("finished")
 
 
 class RunFolder:
@@ -84,11 +84,11 @@ class RunFolder:
     their own summary part under their controller's lock.
     """
 
-    def __init__(self, root: Path, fingerprint: str, *, resume: str | None = None,
+    def __init__(self, root: Path, settings_hash: str, *, resume: str | None = None,
                  adopt: tuple[str, str] | None = None) -> None:
         """``adopt``: (run id, worker id) handed to a pytest-xdist worker by its controller."""
         self.root = root
-        self.fingerprint = fingerprint
+        self.settings_hash = settings_hash
         self.resume = resume
         self.worker: str | None = adopt[1] if adopt else None
         self.summaries: list[dict[str, Any]] = []  # this session's tests, as the terminal shows them
@@ -135,7 +135,7 @@ class RunFolder:
         return self.root / self.run_id
 
     def _claim_unfinished(self) -> str | None:
-        for run_id in self.unfinished(self.root, self.fingerprint):
+        for run_id in self.unfinished(self.root, self.settings_hash):
             self._lock = RunLock.acquire(self.root / run_id)
             if self._lock is not None and self._still_unfinished(run_id):
                 return run_id  # (its holder may have finished it between the look and the lock)
@@ -145,7 +145,7 @@ class RunFolder:
         return None
 
     def _new_run_id(self) -> str:
-        base = time.strftime("%Y%m%d-%H%M%S") + "-" + self.fingerprint[:6]
+        base = time.strftime("%Y%m%d-%H%M%S") + "-" + self.settings_hash[:6]
         run_id, n = base, 1
         while (self.root / run_id).exists():  # two sessions started in the same second get two folders
             n += 1
@@ -186,9 +186,9 @@ class RunFolder:
             self.hold()
             part = summary_name(self.worker)
             store = RunStore(self.path, meta(), part=self.worker, earlier=self._earlier(part))
-            if store.resumed and store.meta.get("settings_hash") not in (None, self.fingerprint):
+            if store.resumed and store.meta.get("settings_hash") not in (None, self.settings_hash):
                 raise LcError(f"--lc-resume {self.run_id}: that run was made with other settings "
-                              f"(hash {store.meta.get('settings_hash')}, now {self.fingerprint}); "
+                              f"(hash {store.meta.get('settings_hash')}, now {self.settings_hash}); "
                               "resume it with the same options, or start a new run")
             store.write_summary()
             self._store = store
@@ -315,13 +315,13 @@ class RunFolder:
                 continue
 
     @staticmethod
-    def unfinished(root: Path, fingerprint: str) -> list[str]:
+    def unfinished(root: Path, settings_hash: str) -> list[str]:
         """Runs under ``root`` with these settings that did not finish (killed, interrupted, or still
         running: the caller tells those apart by their lock), newest first."""
-        return [folder.name for folder, s in RunFolder.summaries_under(root) if _unfinished(s.run, fingerprint)]
+        return [folder.name for folder, s in RunFolder.summaries_under(root) if _unfinished(s.run, settings_hash)]
 
     def _still_unfinished(self, run_id: str) -> bool:
         try:
-            return _unfinished(self.read(self.root / run_id).run, self.fingerprint)
+            return _unfinished(self.read(self.root / run_id).run, self.settings_hash)
         except SummaryUnreadable:
             return False
