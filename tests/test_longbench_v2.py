@@ -131,8 +131,7 @@ def test_spliced_prompts_equal_the_literal_protocol(sample18, name):
     from lcplugin.benchmarks import truncation
 
     tok = AutoTokenizer.from_pretrained(shared("tokenizers", name))
-    truncation._SPLICE_OK.clear()
-    truncation._SPLICE_CHECKS.clear()
+    truncation.forget_splice_checks()
     for ctx in (8192, 32768):
         builder = PromptBuilder(tok, ctx, 128, "auto")
         for item in sample18[:6]:

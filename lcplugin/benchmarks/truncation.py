@@ -31,6 +31,13 @@ _SPLICE_OK: dict[tuple, bool] = {}
 _SPLICE_CHECKS: dict[tuple, int] = {}
 
 
+def forget_splice_checks() -> None:
+    """Forget what the splice calibration learned in this process (the prep-bench command times a cold
+    start, and tests start clean)."""
+    _SPLICE_OK.clear()
+    _SPLICE_CHECKS.clear()
+
+
 @dataclass(frozen=True, kw_only=True)
 class BuiltPrompt:
     ids: tuple[int, ...]  # exactly what the engine receives

@@ -109,8 +109,7 @@ def cmd_prep_bench(args: argparse.Namespace) -> int:
     one_pass = time.perf_counter() - t0
 
     def prepare(cache_dir: Path) -> float:
-        truncation._SPLICE_OK.clear()
-        truncation._SPLICE_CHECKS.clear()
+        truncation.forget_splice_checks()
         start = time.perf_counter()
         cache = TokenCache(cache_dir, tok, lambda t: tok.encode(t, add_special_tokens=False))
         ids = cache.content_ids("prep-bench", texts)

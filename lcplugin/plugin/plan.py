@@ -19,7 +19,7 @@ from typing import Any
 from ..benchmarks.base import BENCHMARKS, get_benchmark
 from ..config.session import LcSession
 from ..results.runfolder import RunFolder
-from .progress import _duration
+from .progress import duration
 
 SYNTHETIC_ITEMS = 8  # runner.SYNTHETIC_DEFAULT_LIMIT, without importing the runner
 
@@ -122,11 +122,11 @@ def plan_lines(lc: LcSession, nodeids: Sequence[str], workers: int) -> list[str]
     for w, models in assign(work, names).items():
         total = sum(work[m] for m in models)
         seconds = [work[m] / rates[m] for m in models if m in rates]
-        known = f", ~{_duration(sum(seconds))}" if len(seconds) == len(models) and models else \
+        known = f", ~{duration(sum(seconds))}" if len(seconds) == len(models) and models else \
             (", time unknown (no earlier run of every model on this device)" if models else "")
         lines.append(f"{w}: {total:,} tokens{known}")
         for m in models:
-            h = f", ~{_duration(work[m] / rates[m])} at {rates[m]:,.0f} tok/s measured" if m in rates else ""
+            h = f", ~{duration(work[m] / rates[m])} at {rates[m]:,.0f} tok/s measured" if m in rates else ""
             lines.append(f"    {m}: {tests[m]} tests, {work[m]:,} tokens{h}")
     if unknown:
         lines.append(f"items per test unknown for {', '.join(unknown)} (real data, no --lc-limit): "

@@ -41,7 +41,7 @@ class Rates:
         return prompt_tokens / self.prefill_tok_s + (output_tokens / self.decode_tok_s if output_tokens else 0.0)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
@@ -77,7 +77,7 @@ class Progress:
         elapsed = time.monotonic() - self.start
         rate = self.tokens() / elapsed if elapsed > 0 else 0.0
         left = self.seconds_left(elapsed)
-        eta = _duration(left) if left is not None else "?"
+        eta = duration(left) if left is not None else "?"
         return f"[lcplugin] {self.name}: {self.done}/{self.total} {self.unit}, {rate:,.0f} tok/s, {eta} left"
 
     def advance(self, n: int) -> None:
