@@ -9,22 +9,9 @@ import pytest
 
 from lcplugin.plugin.hooks import lc_session_of
 
+from .test_option_usage import LB2, run  # one pytester project for every option test
+
 pytest_plugins = ["pytester"]
-
-LB2 = """
-import pytest
-
-@pytest.mark.lc_benchmark("longbench_v2")
-def test_lb2(lc_case, lc_run):
-    lc_run(lc_case)
-"""
-
-
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    pytester.makepyfile(test_lb2=LB2)
-    return pytester.runpytest("-p", "no:cacheprovider", "--collect-only", "-q",
-                              "--lc-results", str(pytester.path / "results"),
-                              "--lc-baselines", str(pytester.path / "baselines"), "--lc-models", "tiny-llama", *args)
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [
