@@ -181,7 +181,7 @@ def test_cache_choice_is_automatic_and_refusals_are_one_line():
     assert prefill.choose_cache(mamba2, "cuda", None, None)[:2] == ("dynamic", False)
     assert prefill.choose_cache(llama, "cuda", "static", False)[:2] == ("static", False)
     for args, match in [((mamba2, "cuda", "static", None), "'mamba2'"), ((llama, "cpu", "static", True), "CUDA"),
-                        ((llama, "cuda", "dynamic", True), "needs cache='static'"), ((llama, "cpu", "paged", None), "")]:
+                        ((llama, "cuda", "dynamic", True), "needs cache='static'"), ((llama, "cpu", "paged", None), "cache='paged': accepted values")]:
         with pytest.raises(EngineError, match=match):
             prefill.choose_cache(*args)
     assert prefill.static_length(2048 - 128 + 128) == 4096 and prefill.static_length(4097) == 8192
