@@ -3,17 +3,24 @@
 The hub is never reachable here, and each attempt would hang 23-50 s: every test runs offline.
 Real data and tokenizers come from ``../shared/data`` beside the checkout; tests that need them
 skip with the reason when it is absent (a user's machine has no such folder).
+
+End-to-end runs of ``pytest benches`` (tests/suite_runs.py) are the suite's cost: a command several
+tests read is run once per session (``shared_run``), a test that must change what a run meets has its
+own (``run_benches``). Tests that use either are marked ``slow``: ``pytest tests -m "not slow"`` is the
+quick loop. Tiny models that a test only runs forward are loaded once per session (``tiny_model``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from .suite_runs import BenchRun, SharedRuns, bench_command
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -33,19 +40,47 @@ def shared(*parts: str) -> Path:
 def run_benches(tmp_path: Path):
     """Run ``python -m pytest benches ...`` as a user would, in a subprocess, with private folders."""
 
-    def run(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "pytest", "benches", "-p", "no:cacheprovider",
-               "--lc-results", str(tmp_path / "results"), "--lc-baselines", str(tmp_path / "baselines"), *args]
-        # CI/BUILD_NUMBER change pytest's own output (whole messages in the short summary) and
-        # OMP_NUM_THREADS the engines' threads: a test that cares sets them itself, so results do not
-        # depend on where the suite runs.
-        base = {k: v for k, v in os.environ.items() if k not in ("CI", "BUILD_NUMBER", "OMP_NUM_THREADS")}
-        full_env = {**base, "HF_HUB_OFFLINE": "1", **(env or {})}
-        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
+    def run(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> BenchRun:
+        return bench_command(args, tmp_path, env, timeout=timeout)
 
     run.results = tmp_path / "results"  # type: ignore[attr-defined]
     run.baselines = tmp_path / "baselines"  # type: ignore[attr-defined]
     return run
+
+
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory: pytest.TempPathFactory) -> SharedRuns:
+    """``shared_run(suite_runs.DEFAULT)``: that run's ``BenchRun``, run once per session. Read only."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # one folder for all workers: their basetemps' parent
+        root = root.parent
+    return SharedRuns(root / "shared-runs")
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Callable[[str], Any]:
+    """``tiny_model("tiny-llama")``: the fp32 model in eval mode, loaded once per session. Tests only run
+    it forward; one that would change it (weights, config, hooks left behind) loads its own."""
+    loaded: dict[str, Any] = {}
+
+    def load(name: str) -> Any:
+        if name not in loaded:
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            from lcplugin.models.tiny import materialize
+
+            loaded[name] = AutoModelForCausalLM.from_pretrained(str(materialize(name)), dtype=torch.float32).eval()
+        return loaded[name]
+
+    return load
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that runs ``pytest benches`` (its own run, or the first reader of a shared one) is slow."""
+    for item in items:
+        if {"run_benches", "shared_run"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def only_run_summary(results: Path) -> dict:

@@ -19,6 +19,7 @@ from lcplugin.benchmarks.ada_leval import (
 from lcplugin.benchmarks.base import DataSource
 
 from .conftest import shared
+from .suite_runs import DEFAULT
 
 
 @pytest.mark.parametrize(("response", "n", "pred"), [
@@ -77,21 +78,19 @@ def test_tsort_reports_a_missing_setting():
     assert "no setting 8k" in reason and "textsort_8k.json" in reason
 
 
-@pytest.mark.slow
-def test_each_context_runs_its_own_items(run_benches):
+def test_each_context_runs_its_own_items(shared_run):
     """Ada-LEval reads another setting (file, synthetic size) per context, and PG-19 cuts windows of the
     context's length: a test past a model's first context must not run the first context's items."""
     from statistics import mean
 
-    out = run_benches("--lc-models", "tiny-llama", "--lc-ctx", "1k,2k", "--lc-limit", "3", "-k", "ada_leval or pg19")
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
-    records = next(run_benches.results.iterdir()) / "records"
-    for bench in ("ada_leval_bestanswer", "ada_leval_tsort", "pg19"):
-        tokens = {}
-        for ctx in (1024, 2048):
-            rows = [json.loads(line) for line in (records / bench / f"tiny-llama-{ctx}.jsonl").read_text().splitlines()]
-            assert rows and all(not r.get("skipped") for r in rows), (bench, ctx)
-            tokens[ctx] = [r["prompt_tokens"] for r in rows]
-        # the i-th item of each setting comes from the same seed: each is longer at 2k
-        assert all(b > a for a, b in zip(tokens[1024], tokens[2048], strict=True)), (bench, tokens)
-        assert mean(tokens[2048]) > 1.25 * mean(tokens[1024]), (bench, tokens)
+    run = shared_run(DEFAULT)  # both tiny models at 1k and 2k, 3 items per test
+    for model in ("tiny-llama", "tiny-mamba2"):
+        for bench in ("ada_leval_bestanswer", "ada_leval_tsort", "pg19"):
+            tokens = {}
+            for ctx in (1024, 2048):
+                rows = run.records(bench, model, ctx)
+                assert rows and all(not r.get("skipped") for r in rows), (model, bench, ctx)
+                tokens[ctx] = [r["prompt_tokens"] for r in rows]
+            # the i-th item of each setting comes from the same seed: each is longer at 2k
+            assert all(b > a for a, b in zip(tokens[1024], tokens[2048], strict=True)), (model, bench, tokens)
+            assert mean(tokens[2048]) > 1.25 * mean(tokens[1024]), (model, bench, tokens)

@@ -12,7 +12,9 @@ from lcplugin.benchmarks.synthetic import synthetic_longbench
 from lcplugin.benchmarks.truncation import PromptBuilder, official_max_len
 from lcplugin.models.tiny import build_tokenizer
 
-from .conftest import only_run_summary
+from .conftest import REPO, only_run_summary
+
+pytest_plugins = ["pytester"]
 
 
 def test_official_max_len_is_120000_at_128k_and_proportional_below():
@@ -65,6 +67,8 @@ def test_budget_option_runs_records_and_shows_it(run_benches, tmp_path):
     assert cut and max(cut) > 3750 + 7 and max(cut) <= 4096 - 128
 
 
-def test_budget_is_validated(run_benches):
-    out = run_benches("--lc-budget", "120k", "--collect-only", "-q")
-    assert out.returncode == 4 and "--lc-budget" in out.stderr and "invalid choice" in out.stderr
+def test_budget_is_validated(pytester):
+    out = pytester.runpytest(str(REPO / "benches"), "--collect-only", "-q", "-p", "no:cacheprovider",
+                             "--lc-budget", "120k")  # in this process: a usage error starts no engine
+    err = out.stderr.str()
+    assert out.ret == pytest.ExitCode.USAGE_ERROR and "--lc-budget" in err and "invalid choice" in err

@@ -1,4 +1,7 @@
-"""The matrix across processes: pytest-xdist workers, and shards merged after the fact."""
+"""The matrix across processes: pytest-xdist workers, and shards merged after the fact.
+
+The runs compared here are shared runs (tests/suite_runs.py): a shard is also another test's run.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +9,24 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 
-from .conftest import REPO, only_run_summary
+from .conftest import REPO
+from .suite_runs import (
+    LLAMA_1K,
+    LLAMA_1K_GREEDY,
+    MAMBA2_1K,
+    MAMBA_1K,
+    THREE_1K,
+    XDIST_MODELS,
+    XDIST_ONE,
+    XDIST_TWO,
+)
 
 QUALITY = ("n", "correct", "nulls", "accuracy", "null_rate", "accuracy_ci95", "buckets", "truncated")
-MODELS = ("tiny-llama", "tiny-mamba", "tiny-mamba2", "tiny-zamba2")
-ARGS = ("--lc-models", ",".join(MODELS), "--lc-ctx", "1k,2k", "--lc-limit", "2", "-k", "longbench_v2 or pg19")
+MODELS = XDIST_MODELS
 
 
 def _by_test(summary):
@@ -31,23 +44,20 @@ def _one_load_per_model(summary, models):
     return where
 
 
-def test_xdist_groups_tests_by_model_and_loads_each_engine_once(run_benches, tmp_path):
-    out = run_benches("--lc-models", "tiny-llama,tiny-mamba2", "--lc-ctx", "1k,2k", "--lc-limit", "1",
-                      "-k", "longbench_v2", "-n", "2", "--lc-results", str(tmp_path / "two"))
-    assert out.returncode == 0, out.stdout[-3000:]
-    summary = only_run_summary(tmp_path / "two")
-    assert len(summary["tests"]) == 4
-    where = _one_load_per_model(summary, ["tiny-llama", "tiny-mamba2"])
-    assert set(where.values()) == {"gw0", "gw1"}  # two models, two workers: one each
-    assert "load_s" in out.stdout and "engine loads: 2" in out.stdout
+def test_xdist_groups_tests_by_model_and_loads_each_engine_once(shared_run):
+    out = shared_run(XDIST_TWO)
+    assert out.returncode == 0, out.tail()
+    summary = out.summary()
+    assert len(summary["tests"]) == 16
+    where = _one_load_per_model(summary, MODELS)
+    assert sorted(Counter(where.values()).items()) == [("gw0", 2), ("gw1", 2)]  # four models, two workers: two each
+    assert "load_s" in out.stdout and "engine loads: 4" in out.stdout
 
 
-@pytest.mark.slow
-def test_xdist_two_workers_give_the_summary_of_one(run_benches, tmp_path):
-    one = run_benches(*ARGS, "-n", "1", "--lc-results", str(tmp_path / "one"), timeout=1800)
-    two = run_benches(*ARGS, "-n", "2", "--lc-results", str(tmp_path / "two"), timeout=1800)
-    assert one.returncode == 0 and two.returncode == 0, two.stdout[-3000:]
-    a, b = only_run_summary(tmp_path / "one"), only_run_summary(tmp_path / "two")  # one run folder each
+def test_xdist_two_workers_give_the_summary_of_one(shared_run):
+    one, two = shared_run(XDIST_ONE), shared_run(XDIST_TWO)
+    assert one.returncode == 0 and two.returncode == 0, two.tail()
+    a, b = one.summary(), two.summary()  # one run folder each
     assert set(_by_test(a)) == set(_by_test(b)) and len(b["tests"]) == 16
     _one_load_per_model(a, MODELS)
     _one_load_per_model(b, MODELS)
@@ -56,7 +66,7 @@ def test_xdist_two_workers_give_the_summary_of_one(run_benches, tmp_path):
             assert _by_test(b)[key][field] == t[field], (key, field)
         if key[0] == "pg19":
             assert _by_test(b)[key]["perplexity"] == pytest.approx(t["perplexity"], rel=1e-6)
-    assert b["run"]["finished"] and not list((tmp_path / "two").glob("*/summary.*.json"))
+    assert b["run"]["finished"] and not list(two.results.glob("*/summary.*.json"))
     assert "lcplugin summary" in two.stdout and "tiny-mamba2-2k" in two.stdout
     # each of two workers gets half the cores, not all of them twice over (oversubscribed, -n 2 ran 3.5x slower)
     cores = len(os.sched_getaffinity(0))
@@ -64,12 +74,8 @@ def test_xdist_two_workers_give_the_summary_of_one(run_benches, tmp_path):
     assert {t["cpu_threads"] for t in b["tests"]} == {max(1, cores // 2)}
 
 
-def test_shards_merge_without_loss_or_duplicates(run_benches, tmp_path):
-    common = ("--lc-ctx", "1k", "--lc-limit", "2", "-k", "longbench_v2")
-    for model in ("tiny-llama", "tiny-mamba2"):
-        out = run_benches("--lc-models", model, *common, "--lc-results", str(tmp_path / model))
-        assert out.returncode == 0, out.stdout[-2000:]
-    shards = [next((tmp_path / m).iterdir()) for m in ("tiny-llama", "tiny-mamba2")]
+def test_shards_merge_without_loss_or_duplicates(shared_run, tmp_path):
+    shards = [shared_run(LLAMA_1K).run_dir(), shared_run(MAMBA2_1K).run_dir()]
     merged = tmp_path / "merged"
     cli = [sys.executable, "-m", "lcplugin", "merge"]
     out = subprocess.run([*cli, *map(str, shards), "--out", str(merged)], cwd=REPO, capture_output=True, text=True)
@@ -84,10 +90,9 @@ def test_shards_merge_without_loss_or_duplicates(run_benches, tmp_path):
     again = subprocess.run([*cli, str(shards[0]), str(shards[0]), "--out", str(tmp_path / "dup")], cwd=REPO,
                            capture_output=True, text=True)
     assert again.returncode == 2 and "is in both" in again.stderr
-    other = run_benches("--lc-models", "tiny-llama", *common, "--lc-sampling", "greedy",
-                        "--lc-results", str(tmp_path / "greedy"))
+    other = shared_run(LLAMA_1K_GREEDY)
     assert other.returncode == 0
-    refused = subprocess.run([*cli, str(shards[1]), str(next((tmp_path / "greedy").iterdir())), "--out",
+    refused = subprocess.run([*cli, str(shards[1]), str(other.run_dir()), "--out",
                               str(tmp_path / "x")], cwd=REPO, capture_output=True, text=True)
     assert refused.returncode == 2 and "different settings" in refused.stderr
 
@@ -129,21 +134,16 @@ def test_each_worker_gets_the_gpus_of_the_largest_tensor_parallel_model(run_benc
                     "gw1": {"CUDA_VISIBLE_DEVICES": "2,3", "OMP_NUM_THREADS": threads}}
 
 
-def test_three_shards_merged_equal_one_run(run_benches, tmp_path):
+def test_three_shards_merged_equal_one_run(shared_run, tmp_path):
     """Several hosts: one model per shard, merged, gives the one-run summary and records."""
-    models = ("tiny-llama", "tiny-mamba", "tiny-mamba2")
-    common = ("--lc-ctx", "1k", "--lc-limit", "2", "-k", "longbench_v2")
-    whole = run_benches("--lc-models", ",".join(models), *common, "--lc-results", str(tmp_path / "whole"))
-    assert whole.returncode == 0, whole.stdout[-2000:]
-    for model in models:
-        out = run_benches("--lc-models", model, *common, "--lc-results", str(tmp_path / "shards" / model))
-        assert out.returncode == 0, out.stdout[-2000:]
-    shards = [str(next((tmp_path / "shards" / m).iterdir())) for m in models]
+    whole = shared_run(THREE_1K)
+    assert whole.returncode == 0, whole.tail()
+    shards = [str(shared_run(shard).run_dir()) for shard in (LLAMA_1K, MAMBA_1K, MAMBA2_1K)]
     merged = tmp_path / "merged"
     out = subprocess.run([sys.executable, "-m", "lcplugin", "merge", *shards, "--out", str(merged)], cwd=REPO,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    one, joined = only_run_summary(tmp_path / "whole"), json.loads((merged / "summary.json").read_text())
+    one, joined = whole.summary(), json.loads((merged / "summary.json").read_text())
     assert set(_by_test(one)) == set(_by_test(joined)) and len(joined["tests"]) == 3
     for key, t in _by_test(one).items():
         for field in QUALITY:
@@ -154,4 +154,4 @@ def test_three_shards_merged_equal_one_run(run_benches, tmp_path):
         return {p.relative_to(folder): [{k: v for k, v in json.loads(line).items() if k not in timing}
                                         for line in p.read_text().splitlines()]
                 for p in folder.glob("records/*/*.jsonl")}
-    assert records(next((tmp_path / "whole").iterdir())) == records(merged)
+    assert records(whole.run_dir()) == records(merged)

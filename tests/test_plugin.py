@@ -1,4 +1,5 @@
-"""The plugin as users run it: ``python -m pytest benches ...`` in a subprocess."""
+"""The plugin as users run it: ``python -m pytest benches ...``, in a subprocess where a run starts an
+engine (shared with other tests where they read the same run), in this process where it only collects."""
 
 from __future__ import annotations
 
@@ -7,16 +8,31 @@ import textwrap
 
 import pytest
 
-from .conftest import only_run_summary
+from .conftest import REPO, only_run_summary
+from .suite_runs import DEFAULT
+
+pytest_plugins = ["pytester"]
 
 REQUIRED = ("benchmark", "model", "ctx", "n", "accuracy", "null_rate", "accuracy_ci95", "buckets", "wall_s",
             "prefill_tok_s", "decode_tok_s", "ttft_s", "peak_mem_gb")
 
 
-def test_collect_only_selects_mamba_at_32k(run_benches):
-    out = run_benches("--collect-only", "-q", "-k", "mamba and 32k")
-    assert out.returncode == 0, out.stdout + out.stderr
-    ids = [line for line in out.stdout.splitlines() if "::" in line]
+def collect(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """``pytest benches --collect-only -q ...`` in this process: collecting starts no engine, so it needs
+    no interpreter of its own (3-5 s each on 2 cores)."""
+    return pytester.runpytest(str(REPO / "benches"), "--collect-only", "-q", "-p", "no:cacheprovider",
+                              "--lc-results", str(pytester.path / "results"),
+                              "--lc-baselines", str(pytester.path / "baselines"), *args)
+
+
+def collected(result: pytest.RunResult) -> list[str]:
+    return [line for line in result.outlines if "::" in line]
+
+
+def test_collect_only_selects_mamba_at_32k(pytester):
+    out = collect(pytester, "-k", "mamba and 32k")
+    assert out.ret == pytest.ExitCode.OK, out.stdout.str() + out.stderr.str()
+    ids = collected(out)
     assert ids and all("mamba" in i and i.endswith("-32k]") for i in ids)
     models = {i.split("[")[1].rsplit("-", 1)[0] for i in ids}
     assert models == {"mamba-2.8b", "mamba-codestral-7b"}
@@ -28,27 +44,29 @@ def test_collect_only_selects_mamba_at_32k(run_benches):
     assert len(ids) == len(functions) * len(models)
 
 
-def test_full_matrix_is_collected_with_family_marks(run_benches):
-    out = run_benches("--collect-only", "-q", "-m", "hybrid")
-    ids = [line for line in out.stdout.splitlines() if "::" in line]
+def test_full_matrix_is_collected_with_family_marks(pytester):
+    out = collect(pytester, "-m", "hybrid")
+    ids = collected(out)
     assert any("tiny-zamba2-1k" in i for i in ids) and any("zamba2-7b-128k" in i for i in ids)
     assert not any("llama" in i or "mamba-2.8b" in i for i in ids)
 
 
-@pytest.mark.slow
-def test_offline_default_runs_tiny_models_and_records_everything(run_benches):
-    out = run_benches("-rs", "--lc-models", "tiny-llama,tiny-mamba2,llama-3.1-8b-instruct,zamba2-7b",
-                      "--lc-limit", "3")
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "16 passed" in out.stdout  # 4 benchmarks x 2 tiny models x 2 contexts
-    assert "llama-3.1-8b-instruct: needs a CUDA GPU" in out.stdout
-    assert "zamba2-7b: context 16k exceeds the model's maximum 4k" in out.stdout
-    assert "lcplugin summary" in out.stdout and "no baseline" in out.stdout
-    summary = only_run_summary(run_benches.results)
-    tests = summary["tests"]
+def test_offline_default_runs_every_tiny_test_and_says_why_the_others_skip(shared_run):
+    run = shared_run(DEFAULT)
+    run.assert_outcomes(passed=16, skipped=DEFAULT.outcomes["skipped"])  # 4 benchmarks x 2 tiny models x 2 contexts
+    assert run.returncode == 0, run.tail()
+    assert "llama-3.1-8b-instruct: needs a CUDA GPU" in run.stdout
+    assert "zamba2-7b: context 16k exceeds the model's maximum 4k" in run.stdout
+    assert "lcplugin summary" in run.stdout and "no baseline" in run.stdout
+    tests = run.summary()["tests"]
     assert {(t["benchmark"], t["model"], t["ctx"]) for t in tests} == {
         (b, m, c) for b in ("longbench_v2", "ada_leval_bestanswer", "ada_leval_tsort", "pg19")
         for m in ("tiny-llama", "tiny-mamba2") for c in (1024, 2048)}
+
+
+def test_offline_default_summary_holds_every_figure_or_why_not(shared_run):
+    summary = shared_run(DEFAULT).summary()
+    tests = summary["tests"]
     assert all(t["perplexity"] > 1 and t["bits_per_byte"] > 0 for t in tests if t["benchmark"] == "pg19")
     for t in tests:
         if t["benchmark"] == "pg19":
@@ -60,8 +78,10 @@ def test_offline_default_runs_tiny_models_and_records_everything(run_benches):
         assert t["nvml_device_gb"] is None and t["energy_j"] is None and "energy_j" in t["unmeasured"]
     run = summary["run"]
     assert run["versions"]["transformers"] and run["settings_hash"] and run["device"].startswith("cpu")
-    records_dir = run_benches.results / run["run_id"] / "records" / "longbench_v2"
-    rows = [json.loads(line) for line in (records_dir / "tiny-llama-1024.jsonl").read_text().splitlines()]
+
+
+def test_offline_default_records_every_item(shared_run):
+    rows = shared_run(DEFAULT).records("longbench_v2", "tiny-llama", 1024)
     assert len(rows) == 3 and len({r["id"] for r in rows}) == 3
     for r in rows:
         assert {"id", "prompt_tokens", "truncated", "response", "pred", "gold", "correct", "null", "ttft_s",
@@ -93,7 +113,8 @@ def test_baseline_gate_fails_then_rerecording_passes(run_benches):
     assert rerecorded.returncode == 0
     again = run_benches(*args)
     assert again.returncode == 0, again.stdout[-2000:]
-    assert "1 passed" in again.stdout
+    again.assert_outcomes(passed=1)
+    assert len(again.run_dirs()) == 5  # each finished run has its own folder: none was continued
 
 
 KILLER = textwrap.dedent('''
@@ -128,27 +149,27 @@ def test_killed_worker_fails_one_test_and_the_session_goes_on(run_benches, tmp_p
     failures = text.split("short test summary info")[0]
     assert failures.count("engine worker for tiny-llama died") == 1  # one clear message, not echoed
     assert "Captured lcplugin engine call" in failures and "last output of the worker" in failures
-    assert "3 passed" in text and "1 failed" in text  # tiny-llama-2k (fresh worker) and both tiny-mamba2 ran
+    out.assert_outcomes(passed=3, failed=1)  # tiny-llama-2k (fresh worker) and both tiny-mamba2 ran
     summary = only_run_summary(run_benches.results)
     assert {(t["model"], t["ctx"]) for t in summary["tests"]} == {("tiny-llama", 2048), ("tiny-mamba2", 1024),
                                                                     ("tiny-mamba2", 2048)}
 
 
-def test_malformed_spec_is_one_clean_message(run_benches, tmp_path):
-    specs = tmp_path / "specs"
-    specs.mkdir()
+def test_malformed_spec_is_one_clean_message(pytester):
+    specs = pytester.mkdir("specs")
     (specs / "broken.toml").write_text('name = "b"\nsource = "x"\nfamily = "rnn"\nengine = "hf"\nmax_context = 4096\n')
-    out = run_benches("--lc-specs", str(specs), "--collect-only", "-q")
-    assert out.returncode == 4
-    assert f"model spec {specs / 'broken.toml'}: field 'family' is 'rnn'" in out.stderr
-    assert "Traceback" not in out.stderr + out.stdout
+    out = collect(pytester, "--lc-specs", str(specs))
+    assert out.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"model spec {specs / 'broken.toml'}: field 'family' is 'rnn'" in out.stderr.str()
+    assert "Traceback" not in out.stderr.str() + out.stdout.str()
 
 
-def test_unknown_model_and_bad_ctx_are_clean_usage_errors(run_benches):
-    out = run_benches("--lc-models", "tiny-lama", "--collect-only", "-q")
-    assert out.returncode == 4 and "unknown model 'tiny-lama'" in out.stderr and "Traceback" not in out.stderr
-    out = run_benches("--lc-ctx", "32m", "--collect-only", "-q")
-    assert out.returncode == 4 and "context length '32m' does not parse" in out.stderr
+def test_unknown_model_and_bad_ctx_are_clean_usage_errors(pytester):
+    out = collect(pytester, "--lc-models", "tiny-lama")
+    err = out.stderr.str()
+    assert out.ret == pytest.ExitCode.USAGE_ERROR and "unknown model 'tiny-lama'" in err and "Traceback" not in err
+    out = collect(pytester, "--lc-ctx", "32m")
+    assert out.ret == pytest.ExitCode.USAGE_ERROR and "context length '32m' does not parse" in out.stderr.str()
 
 
 def test_unreachable_hub_is_detected_quickly_and_skips(run_benches, tmp_path):
@@ -183,7 +204,7 @@ def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing(run_benches, 
            "--lc-baselines", str(tmp_path / "bl"), *args]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    deadline = time.time() + 120
+    deadline = time.time() + 600  # the run starts python, torch, a worker: minutes on a loaded machine
     records = None
     while time.time() < deadline:
         found = list(results.glob("*/records/longbench_v2/tiny-mamba2-1024.jsonl"))
@@ -243,6 +264,8 @@ def test_remote_code_needs_the_flag(run_benches, tmp_path):
                                   'default_data = "synthetic"\n')
     out = run_benches("--lc-specs", str(specs), "--lc-models", "remote", "-k", "longbench_v2", "-rs")
     assert out.returncode == 0 and "pass --lc-allow-remote-code to allow it" in out.stdout
+    out.assert_outcomes(skipped=1, deselected=3)
     out = run_benches("--lc-specs", str(specs), "--lc-models", "remote", "-k", "longbench_v2", "--lc-limit", "2",
                       "--lc-allow-remote-code")
-    assert out.returncode == 0 and "1 passed" in out.stdout
+    assert out.returncode == 0
+    out.assert_outcomes(passed=1, deselected=3)

@@ -1,4 +1,7 @@
-"""What a run leaves for people and CI: JUnit properties, reports, pytest-benchmark files, telemetry."""
+"""What a run leaves for people and CI: JUnit properties, reports, pytest-benchmark files, telemetry.
+
+Read from shared runs (tests/suite_runs.py): the offline default and a one-test run.
+"""
 
 from __future__ import annotations
 
@@ -12,36 +15,28 @@ import pytest
 from lcplugin.engines import telemetry
 
 from .conftest import REPO
+from .suite_runs import DEFAULT, LLAMA_1K, BenchRun
 
 
-@pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
-    """Two runs of the offline default (one model, both contexts), saved by pytest-benchmark too."""
-    tmp = tmp_path_factory.mktemp("runs")
-    outs = []
-    for i in range(2):
-        cmd = [sys.executable, "-m", "pytest", "benches", "-p", "no:cacheprovider", "--lc-models", "tiny-llama",
-               "--lc-limit", "2", "--lc-results", str(tmp / "results"), "--lc-baselines", str(tmp / "bl"),
-               f"--junitxml={tmp}/junit{i}.xml", "--benchmark-autosave", f"--benchmark-storage=file://{tmp}/bench"]
-        outs.append(subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
-                                   env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp.parent)}))
-    return tmp, outs
+def two_runs(shared_run) -> list[BenchRun]:
+    """The offline default (saved by pytest-benchmark, JUnit XML) and a one-test run, saved too."""
+    return [shared_run(DEFAULT), shared_run(LLAMA_1K)]
 
 
-def test_runs_pass_and_name_their_report(two_runs):
-    tmp, outs = two_runs
-    for out in outs:
-        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-        assert "report: " in out.stdout and "report.md and PNG plots" in out.stdout
-    runs = sorted((tmp / "results").iterdir())
-    assert len(runs) == 2 and all((r / "report" / "report.md").exists() for r in runs)
+def test_runs_pass_and_name_their_report(shared_run):
+    for run in two_runs(shared_run):
+        assert run.returncode == 0, run.tail()
+        assert "report: " in run.stdout and "report.md and PNG plots" in run.stdout
+        assert (run.run_dir() / "report" / "report.md").exists()
 
 
-def test_junit_cases_carry_the_figures_as_properties(two_runs):
-    tmp, _ = two_runs
-    cases = ET.parse(tmp / "junit0.xml").getroot().iter("testcase")
+def test_junit_cases_carry_the_figures_as_properties(shared_run):
+    run = shared_run(DEFAULT)
+    cases = ET.parse(run.folder / "junit.xml").getroot().iter("testcase")
     seen = 0
     for case in cases:
+        if case.find("skipped") is not None:  # the real models: no figures to carry
+            continue
         props = {p.get("name"): p.get("value") for p in case.iter("property")}
         for key in ("lc_n", "lc_accuracy", "lc_null_rate", "lc_prefill_tok_s", "lc_decode_tok_s", "lc_ttft_s",
                     "lc_peak_mem_gb", "lc_wall_s"):
@@ -49,12 +44,11 @@ def test_junit_cases_carry_the_figures_as_properties(two_runs):
         if "pg19" not in case.get("name"):
             assert float(props["lc_prefill_tok_s"]) > 0 and float(props["lc_null_rate"]) >= 0
         seen += 1
-    assert seen == 8  # four benchmarks x two contexts
+    assert seen == 16  # four benchmarks x two tiny models x two contexts
 
 
-def test_report_cli_on_two_runs_writes_plots_and_tables(two_runs, tmp_path):
-    tmp, _ = two_runs
-    runs = sorted((tmp / "results").iterdir())
+def test_report_cli_on_two_runs_writes_plots_and_tables(shared_run, tmp_path):
+    runs = [run.run_dir() for run in two_runs(shared_run)]
     out = subprocess.run([sys.executable, "-m", "lcplugin", "report", *map(str, runs), "--out", str(tmp_path)],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -64,13 +58,15 @@ def test_report_cli_on_two_runs_writes_plots_and_tables(two_runs, tmp_path):
         assert name in pngs
     assert all((tmp_path / p).stat().st_size > 10_000 for p in pngs)
     md = (tmp_path / "report.md").read_text()
-    assert md.count("| tiny-llama |") == 16 and all(r.name in md for r in runs)  # 8 tests x 2 runs
+    assert all(r.name in md for r in runs)
+    for model in ("tiny-llama", "tiny-mamba2"):  # one row per test of each run: 8 + 1, and 8 + 0
+        rows = sum(t["model"] == model for run in two_runs(shared_run) for t in run.summary()["tests"])
+        assert md.count(f"| {model} |") == rows, model
 
 
-def test_pytest_benchmark_compare_reads_two_saved_runs(two_runs):
-    tmp, _ = two_runs
-    saved = sorted((tmp / "bench").rglob("*.json"))
-    assert len(saved) == 2
+def test_pytest_benchmark_compare_reads_two_saved_runs(shared_run):
+    saved = [path for run in two_runs(shared_run) for path in sorted((run.folder / "bench").rglob("*.json"))]
+    assert len(saved) == 2  # one file per run
     extra = json.loads(saved[0].read_text())["benchmarks"][0]["extra_info"]
     assert {"accuracy", "null_rate", "prefill_tok_s", "decode_tok_s", "ttft_s", "peak_mem_gb"} <= set(extra)
     from pathlib import Path

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from .suite_runs import XDIST_MODELS, XDIST_TWO
+
 pytest_plugins = ["pytester"]
 
 PLAIN = """
@@ -118,20 +120,21 @@ def test_n_auto_on_a_gpu_machine_is_one_worker_per_gpu_share(pytester: pytest.Py
     cpu.stdout.fnmatch_lines([f"*on {cores} worker(s)*" if cores > 1 else "*on 1 worker(s)*"])
 
 
-def test_benchmark_json_under_xdist_lists_every_test(run_benches, tmp_path):
+def test_benchmark_json_under_xdist_lists_every_test(shared_run):
     """pytest-benchmark switches itself off under xdist; the controller writes the file from the workers."""
-    path = tmp_path / "bench.json"
-    out = run_benches("--lc-models", "tiny-llama,tiny-mamba2", "--lc-ctx", "1k", "--lc-limit", "1", "-k", "longbench_v2",
-                      "-n", "2", "--benchmark-json", str(path))
-    assert out.returncode == 0, out.stdout[-2000:]
-    doc = json.loads(path.read_text())
+    out = shared_run(XDIST_TWO)  # four models x 1k, 2k x LongBench-v2, PG-19 on two workers
+    assert out.returncode == 0, out.tail()
+    doc = json.loads((out.folder / "bench.json").read_text())
     by_name = {b["name"]: b for b in doc["benchmarks"]}
-    assert set(by_name) == {"test_longbench_v2[tiny-llama-1k]", "test_longbench_v2[tiny-mamba2-1k]"}
+    assert set(by_name) == {f"test_{bench}[{model}-{ctx}]" for bench in ("longbench_v2", "pg19")
+                            for model in XDIST_MODELS for ctx in ("1k", "2k")}
     for b in by_name.values():
-        assert b["extra_info"]["prefill_tok_s"] > 0 and b["stats"]["rounds"] == 1
+        assert b["extra_info"]["wall_s"] > 0 and b["stats"]["rounds"] == 1
+        if b["name"].startswith("test_longbench_v2"):
+            assert b["extra_info"]["prefill_tok_s"] > 0
         assert b["stats"]["mean"] == pytest.approx(b["extra_info"]["wall_s"])
     cli = Path(sys.executable).parent / "pytest-benchmark"
-    compared = subprocess.run([str(cli), "compare", str(path)], capture_output=True, text=True)
+    compared = subprocess.run([str(cli), "compare", str(out.folder / "bench.json")], capture_output=True, text=True)
     assert compared.returncode == 0, compared.stderr
     assert "test_longbench_v2[tiny-mamba2-1k]" in compared.stdout
 
