@@ -40,8 +40,8 @@ def shared(*parts: str) -> Path:
 def run_benches(tmp_path: Path):
     """Run ``python -m pytest benches ...`` as a user would, in a subprocess, with private folders."""
 
-    def run(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> BenchRun:
-        return bench_command(args, tmp_path, env, timeout=timeout)
+    def run(*args: str, env: dict[str, str] | None = None, timeout: int = 600, threads: int | None = 1) -> BenchRun:
+        return bench_command(args, tmp_path, env, timeout=timeout, threads=threads)
 
     run.results = tmp_path / "results"  # type: ignore[attr-defined]
     run.baselines = tmp_path / "baselines"  # type: ignore[attr-defined]

@@ -107,11 +107,15 @@ class BenchRun:
 
 
 def bench_command(args: tuple[str, ...], folder: Path, env: Mapping[str, str] | None = None, *,
-                  timeout: int = 600, fresh_home: bool = False) -> BenchRun:
+                  timeout: int = 600, fresh_home: bool = False, threads: int | None = 1) -> BenchRun:
     """Run ``python -m pytest benches *args`` from the repository with results and baselines in ``folder``.
 
     ``{out}`` in an argument stands for ``folder`` (``--junitxml={out}/junit.xml``). ``fresh_home`` runs
     it as a new user would: HOME in ``folder`` (no tiny model, font or hub cache yet) and a bare PATH.
+    ``threads`` is the engines' torch threads (OMP_NUM_THREADS): one by default, since tiny models gain
+    little from a second (6 % on an idle 2-core machine, for 50 % more CPU time) and two threads
+    waiting on each other slow a run several times over on a busy machine; ``None`` leaves the choice to
+    lcplugin (all cores, or cores / xdist workers), for the runs that check that choice.
     """
     results, baselines = folder / "results", folder / "baselines"
     args = tuple(a.replace("{out}", str(folder)) for a in args)
@@ -122,7 +126,8 @@ def bench_command(args: tuple[str, ...], folder: Path, env: Mapping[str, str] | 
         base = {"PATH": "/usr/bin:/bin", "HOME": str(folder / "home")}
     else:
         base = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
-    full_env = {**base, "HF_HUB_OFFLINE": "1", **(env or {})}
+    full_env = {**base, "HF_HUB_OFFLINE": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {}),
+                **(env or {})}
     start = time.monotonic()
     try:
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
@@ -150,6 +155,7 @@ class SharedRun:
     outcomes: Mapping[str, int]
     env: Mapping[str, str] = field(default_factory=dict)
     fresh_home: bool = False
+    threads: int | None = 1
     timeout: int = 900
 
 
@@ -180,7 +186,8 @@ class SharedRuns:
             else:
                 shutil.rmtree(folder, ignore_errors=True)  # what a reader that crashed mid-run left
                 folder.mkdir()
-                done = self._runner(run.args, folder, run.env, timeout=run.timeout, fresh_home=run.fresh_home)
+                done = self._runner(run.args, folder, run.env, timeout=run.timeout, fresh_home=run.fresh_home,
+                                    threads=run.threads)
                 done.save(record)
         try:
             done.assert_outcomes(**run.outcomes)
@@ -195,7 +202,7 @@ DEFAULT = SharedRun(
     "offline-default",
     ("-rs", "--lc-models", "tiny-llama,tiny-mamba2,llama-3.1-8b-instruct,zamba2-7b", "--lc-limit", "3",
      "--junitxml={out}/junit.xml", "--benchmark-autosave", "--benchmark-storage=file://{out}/bench"),
-    {"passed": 16, "skipped": 48}, fresh_home=True)
+    {"passed": 16, "skipped": 48}, fresh_home=True, threads=None)
 """The offline default as a new user runs it (test_plugin, test_ada_leval, test_reporting): four
 benchmarks x two tiny models x their contexts 1k and 2k pass; four benchmarks x two real models x six
 contexts skip, one needing a GPU, the other's contexts beyond its maximum."""
@@ -216,10 +223,11 @@ LLAMA_1K_GREEDY = SharedRun("tiny-llama-1k-greedy", ("--lc-models", "tiny-llama"
 XDIST_MODELS = ("tiny-llama", "tiny-mamba", "tiny-mamba2", "tiny-zamba2")
 XDIST_ARGS = ("--lc-models", ",".join(XDIST_MODELS), "--lc-ctx", "1k,2k", "--lc-limit", "2",
               "-k", "longbench_v2 or pg19")
-XDIST_ONE = SharedRun("xdist-n1", (*XDIST_ARGS, "-n", "1"), {"passed": 16}, timeout=1800)
+XDIST_ONE = SharedRun("xdist-n1", (*XDIST_ARGS, "-n", "1"), {"passed": 16}, threads=None, timeout=1800)
 XDIST_TWO = SharedRun("xdist-n2", (*XDIST_ARGS, "-n", "2", "--benchmark-json={out}/bench.json"), {"passed": 16},
-                      timeout=1800)
-"""Four models on two xdist workers (test_distributed, test_xdist's benchmark JSON)."""
+                      threads=None, timeout=1800)
+"""Four models on one and on two xdist workers, threads chosen by lcplugin (test_distributed, and
+test_xdist's benchmark JSON)."""
 
 GREEDY_2K = ("--lc-ctx", "2k", "--lc-sampling", "greedy")
 ONE_FORWARD = SharedRun("one-forward-2k", ("--lc-models", "tiny-llama,tiny-mamba2,tiny-zamba2", *GREEDY_2K),

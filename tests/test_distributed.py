@@ -126,7 +126,7 @@ def test_each_worker_gets_the_gpus_of_the_largest_tensor_parallel_model(run_benc
     out = run_benches("-p", "lc_env_probe", "--lc-specs", str(specs), "--lc-models", "tiny-llama,big-vllm",
                       "--lc-ctx", "1k", "--lc-limit", "1", "-k", "longbench_v2", "-n", "2",
                       env={"PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]), "LC_PROBE_DIR": str(probes),
-                           "LCPLUGIN_GPU_COUNT": "4"})
+                           "LCPLUGIN_GPU_COUNT": "4"}, threads=None)  # lcplugin gives each worker its share
     assert out.returncode == 0, out.stdout[-3000:]  # tiny-llama passes; big-vllm skips (no weights)
     seen = {p.stem: json.loads(p.read_text()) for p in probes.glob("gw*.json")}
     threads = str(max(1, len(os.sched_getaffinity(0)) // 2))
