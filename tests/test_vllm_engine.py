@@ -35,6 +35,9 @@ def test_vllm_and_transformers_agree_token_for_token(model):
         vllm.telemetry_begin()
         out_v = vllm.generate(PROMPTS, sampling)
         tele = vllm.telemetry_end()
+        # one untimed request at load compiled the kernels: as long as max_model_len leaves room for
+        settings = vllm.describe()
+        assert settings["warmup_tokens"] == 1022 and settings["warmup_s"] > 0, settings
         block = vllm.llm.llm_engine.vllm_config.cache_config.block_size
         ll_v = vllm.loglikelihood(PROMPTS[1], 40)
         full_v = vllm.loglikelihood(WINDOW, 100)
