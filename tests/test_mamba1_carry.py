@@ -181,3 +181,27 @@ def test_hf_falcon_mamba_chunks_equal_one_forward():
         whole = model(ids).logits[0, -101:]
         chunked, _ = prefill.forward_chunks(model, ids, 90, keep_last=101)
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["tiny-mamba", "tiny-jamba"])
+@pytest.mark.parametrize("chunk", [0, 300])
+def test_hf_logits_only_where_needed(name, chunk):
+    """Issue 16 item 4: no tokens x vocabulary logits. Generation computes one row per forward, scoring
+    the scored tail only, whether the prompt is read in one forward or in chunks."""
+    from lcplugin.engines.base import EngineConfig, SamplingSettings
+    from lcplugin.engines.hf import HFEngine
+
+    folder = str(materialize(name))
+    engine = HFEngine(EngineConfig(engine="hf", model=name, source=folder, tokenizer=folder, dtype="float32",
+                                   engine_args={"prefill_chunk": chunk, "ignore_eos": True}))
+    rows: list[int] = []
+    engine.model.lm_head.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[-2]))
+    try:
+        engine.generate([_ids(1000)[0].tolist()], SamplingSettings(max_new_tokens=3))
+        generated, rows[:] = list(rows), []
+        engine.loglikelihood(_ids(1000, seed=9)[0].tolist(), 100)
+        assert engine.describe()["prefill_chunked_sequences"] == (2 if chunk else 0)
+    finally:
+        engine.close()
+    assert generated and max(generated) == 1
+    assert rows and max(rows) <= 101 and sum(rows) <= 101 + (4 if chunk else 0)
