@@ -1,8 +1,8 @@
 """Chunked prefill in the ``hf`` engine changes nothing but memory and kernel limits.
 
 fp32 tiny models on CPU, prompts cut into at least three chunks: final logits within 1e-4 of one
-forward, greedy tokens identical, PG-19 NLL within 1e-5 relative; models whose scan cannot continue
-from a cache (Mamba-1, Jamba) refuse an explicit chunk with one line.
+forward, greedy tokens identical, PG-19 NLL within 1e-5 relative. Mamba-1 and Jamba included: their
+scans are continued from the carried state (engines/mamba1_carry.py, tests/test_mamba1_carry.py).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def _prompt(n: int = PROMPT, seed: int = 5) -> list[int]:
     return [256] + [rng.randrange(0, 256) for _ in range(n - 1)]
 
 
-@pytest.mark.parametrize("name", ["tiny-llama", "tiny-mamba2", "tiny-zamba2", "tiny-nemotron-h"])
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-mamba2", "tiny-zamba2", "tiny-nemotron-h", "tiny-mamba",
+                                  "tiny-jamba"])
 def test_chunked_forward_gives_the_logits_of_one_forward(name, monkeypatch):
     import torch
     from transformers import AutoModelForCausalLM
@@ -48,11 +49,11 @@ def test_chunked_forward_gives_the_logits_of_one_forward(name, monkeypatch):
         chunked, _ = prefill.forward_chunks(model, ids, CHUNK)
     assert chunked.shape == (1, whole.shape[-1])
     torch.testing.assert_close(chunked[0], whole, rtol=0, atol=1e-4)
-    if name != "tiny-mamba2":  # the attention layers ran through the maskless lower-right attention
+    if name not in ("tiny-mamba2", "tiny-mamba"):  # attention layers ran through the maskless attention
         assert sorted(set(calls)) == [100, 300]
 
 
-@pytest.mark.parametrize("name", ["tiny-llama", "tiny-mamba2", "tiny-zamba2"])
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-mamba2", "tiny-zamba2", "tiny-mamba", "tiny-jamba"])
 def test_chunked_engine_generates_the_same_greedy_tokens_and_nll(name, monkeypatch):
     reads = []
     real = prefill.forward_chunks
@@ -73,19 +74,6 @@ def test_chunked_engine_generates_the_same_greedy_tokens_and_nll(name, monkeypat
     assert nll[CHUNK] == pytest.approx(nll[0], rel=1e-5)
 
 
-def test_mamba1_refuses_an_explicit_chunk_with_one_line():
-    with pytest.raises(EngineError) as info:
-        _engine("tiny-mamba", prefill_chunk=CHUNK)
-    message = str(info.value)
-    assert "\n" not in message and "'mamba'" in message and "silently wrong" in message
-    assert "prefill_chunk=0" in message
-    engine = _engine("tiny-mamba", prefill_chunk=0)  # one forward is accepted
-    try:
-        assert engine.describe()["prefill_chunk"] == 0
-    finally:
-        engine.close()
-
-
 def test_automatic_chunk_follows_the_family_and_device():
     import transformers as T
 
@@ -101,10 +89,15 @@ def test_automatic_chunk_follows_the_family_and_device():
     assert prefill.choose_chunk(llama, "cuda:0", None) == (prefill.ATTENTION_CHUNK, prefill.choose_chunk(
         llama, "cuda", None)[1])
     assert prefill.choose_chunk(llama, "cpu", 512)[0] == 512
-    jamba = T.JambaConfig()
-    assert prefill.choose_chunk(jamba, "cuda", None)[0] == 0
-    with pytest.raises(EngineError, match="'jamba'.*silently wrong"):
-        prefill.choose_chunk(jamba, "cuda", 4096)
+    # Mamba-1 layers: the in_proj output, 2*d_inner = 10,240 per token, under 2^31 elements (0.9 of
+    # 209,715 tokens = 188,743, floor to 256); scans carried across chunks
+    for shape in ("jamba-reasoning-3b", "mamba-2.8b-hf"):
+        cfg = dict(SHAPES[shape]["config"])
+        mamba1 = T.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+        chunk, why = prefill.choose_chunk(mamba1, "cuda", None)
+        assert chunk == 188_672 and "10240 per token" in why and "carried" in why
+        assert prefill.choose_chunk(mamba1, "cpu", None)[0] == 0
+        assert prefill.choose_chunk(mamba1, "cuda", 4096) == (4096, "requested")
 
 
 def _records(results, bench: str) -> dict[str, dict]:
@@ -145,11 +138,6 @@ def test_acceptance_chunked_suite_run_equals_one_forward(run_benches, tmp_path):
     assert all(s["prefill_chunk"] == CHUNK and s["prefill_chunked_sequences"] > 0 for s in settings1.values())
     assert all(s["prefill_chunk"] == 0 and s["prefill_chunked_sequences"] == 0 for s in settings0.values())
 
-    out = run_benches("--lc-models", "tiny-mamba", "--lc-ctx", "2k", "--lc-sampling", "greedy",
-                      "--lc-engine-arg", f"prefill_chunk={CHUNK}", "-k", "longbench_v2")
-    assert out.returncode == 1
-    assert "prefill_chunk=300 refused for model type 'mamba'" in out.stdout
-    assert "chunked prefill would be silently wrong" in out.stdout
 
 
 @pytest.mark.parametrize("engine_args", [{"max_batch_size": 2}, {"prefill_chunk": CHUNK}])

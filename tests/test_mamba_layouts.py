@@ -125,15 +125,6 @@ def test_auto_chunk_stays_under_the_int32_limit_of_the_ssd_kernels():
         layouts.resolve_prefill_chunk(cfg, -1)
 
 
-def test_mamba1_runs_one_forward_and_refuses_an_explicit_chunk():
-    cfg = {"d_model": 2560, "n_layer": 64, "vocab_size": 50277, "ssm_cfg": {}}
-    assert layouts.resolve_prefill_chunk(cfg, None)[0] == 0
-    assert layouts.resolve_prefill_chunk(cfg, 0)[0] == 0
-    with pytest.raises(EngineError) as err:
-        layouts.resolve_prefill_chunk(cfg, 2048)
-    assert "\n" not in str(err.value) and "no initial state" in str(err.value)
-
-
 def test_an_explicit_chunk_is_rounded_to_the_ssd_block() -> None:
     from lcplugin.engines.layouts import resolve_prefill_chunk
 

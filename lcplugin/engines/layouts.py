@@ -210,6 +210,12 @@ def state_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def mamba1_d_inner(config: Mapping[str, Any]) -> int:
+    """d_inner of a Mamba-1 layer as ``Mamba.__init__`` computes it (expand x d_model)."""
+    cfg = {**_MAMBA1_DEFAULTS, **{k: v for k, v in dict(config.get("ssm_cfg") or {}).items() if k != "layer"}}
+    return int(cfg["expand"] * config["d_model"])
+
+
 def ssd_token_limit(d_in_proj: int) -> int:
     """The longest forward mamba-ssm's SSD kernels take at this in_proj width: 2^31 / d_in_proj with a
     10 % margin, a multiple of their 256-token block. One rule for both engines that call them
@@ -227,11 +233,13 @@ def resolve_prefill_chunk(config: Mapping[str, Any], requested: Any) -> tuple[in
     kind = ssm_kind(config)
     if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 0):
         raise EngineError(f"engine_args prefill_chunk must be a whole number of tokens >= 0 (0 = one forward); got {requested!r}")
-    if kind != "Mamba2":
-        if requested:
-            raise EngineError(f"prefill_chunk={requested} refused: Mamba-1 layers cannot be prefilled in chunks "
-                              "(mamba-ssm's selective scan takes no initial state); use 0 or leave it out")
-        return 0, "one forward: Mamba-1 scan takes no initial state (one forward measured fine at 128k)"
+    if kind != "Mamba2":  # Mamba-1: scans continued across chunks by mamba1_carry; any cut is exact
+        if requested is not None:
+            return requested, "engine_args" if requested else "engine_args: one forward"
+        width = 2 * mamba1_d_inner(config)
+        return ssd_token_limit(width), (f"auto: keeps the Mamba-1 in_proj output ({width} per token) under 2^31 "
+                                        f"elements (x{CHUNK_MARGIN}, multiple of {SSD_CHUNK}); shorter prompts "
+                                        "run one forward")
     if requested and requested % SSD_CHUNK:
         # the SSD kernels scan in blocks of 256: a cut elsewhere changes the bf16 arithmetic (64k tokens,
         # Codestral shape on the H200: 2.4 % relative on the next-token logits at chunks of 20,000, exact at 16,384)

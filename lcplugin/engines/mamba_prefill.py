@@ -1,4 +1,4 @@
-"""Chunked prefill of a mamba-ssm Mamba-2 model, carrying conv and SSM state from chunk to chunk.
+"""Chunked prefill of a mamba-ssm model (Mamba-2 or Mamba-1 layers), carrying conv and SSM state.
 
 mamba-ssm 2.3.2 cannot do this itself: ``Mamba2.forward`` with ``seqlen_offset > 0`` calls ``step()``
 (one token), and ``generate`` re-prefills from zero. One forward longer than about 2^31 / d_in_proj
@@ -10,7 +10,9 @@ state carry is tested on a CPU with pure-torch reference kernels (tests/test_mam
 
 The conv state is the last ``d_conv - 1`` pre-conv inputs, cut from the chunk itself (the same thing
 ``causal_conv1d_fn(return_final_states=True)`` returns, but also right for a chunk shorter than the
-kernel); the SSM state is ``mamba_chunk_scan_combined(return_final_states=True)``'s.
+kernel); the SSM state is ``mamba_chunk_scan_combined(return_final_states=True)``'s. Mamba-1 layers
+(``Mamba``, Mamba-2.8B) take no initial state in ``selective_scan_fn``: ``mamba1_carry.mixer`` adds the
+carried state's contribution to each chunk's zero-start scan.
 """
 
 from __future__ import annotations
@@ -19,20 +21,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .mamba1_carry import is_mamba1
+from .mamba1_carry import mixer as mamba1_mixer
+
 
 @dataclass(frozen=True)
 class Kernels:
     conv: Callable[..., Any]  # causal_conv1d_fn(x (b d l), weight (d w), bias, initial_states=, activation=)
     scan: Callable[..., Any]  # mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, ..., return_final_states=True)
     add_norm: Callable[..., Any] | None  # layer_norm_fn (fused add + norm); None when no block fuses it
+    selective_scan: Callable[..., Any] | None = None  # selective_scan_fn (Mamba-1 layers), return_last_state=True
 
 
 def cuda_kernels() -> Kernels:
     from causal_conv1d import causal_conv1d_fn
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     from mamba_ssm.ops.triton.layer_norm import layer_norm_fn
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 
-    return Kernels(conv=causal_conv1d_fn, scan=mamba_chunk_scan_combined, add_norm=layer_norm_fn)
+    return Kernels(conv=causal_conv1d_fn, scan=mamba_chunk_scan_combined, add_norm=layer_norm_fn,
+                   selective_scan=selective_scan_fn)
 
 
 def _is_rms(norm: Any) -> bool:
@@ -89,9 +97,21 @@ def _mixer(m: Any, u: Any, state: tuple[Any, Any] | None, kernels: Kernels) -> t
     return m.out_proj(y), (new_conv, new_ssm)
 
 
+def _is_mamba2(m: Any) -> bool:
+    return hasattr(m, "ngroups") and hasattr(m, "dt_bias")
+
+
 def chunkable(model: Any) -> bool:
-    """Every layer a Mamba-2 mixer (an MLP after it is fine; attention layers would need a KV cache)."""
-    return all(hasattr(block.mixer, "ngroups") and hasattr(block.mixer, "dt_bias") for block in model.backbone.layers)
+    """Every layer a Mamba-2 or Mamba-1 mixer (an MLP after it is fine; attention layers would need a KV cache)."""
+    return all(_is_mamba2(block.mixer) or is_mamba1(block.mixer) for block in model.backbone.layers)
+
+
+def _run_mixer(m: Any, u: Any, state: tuple[Any, Any] | None, kernels: Kernels) -> tuple[Any, tuple[Any, Any]]:
+    if _is_mamba2(m):
+        return _mixer(m, u, state, kernels)
+    if kernels.selective_scan is None:
+        raise ValueError("a Mamba-1 layer needs Kernels.selective_scan")
+    return mamba1_mixer(m, u, state, kernels.conv, kernels.selective_scan)
 
 
 def chunked_prefill(model: Any, ids: Any, chunk: int, keep_last: int, kernels: Kernels
@@ -110,7 +130,7 @@ def chunked_prefill(model: Any, ids: Any, chunk: int, keep_last: int, kernels: K
         for i, block in enumerate(backbone.layers):
             hidden, residual = _add_norm(kernels, block.norm, hidden, residual, block.fused_add_norm,
                                          block.residual_in_fp32)
-            hidden, states[i] = _mixer(block.mixer, hidden, states[i], kernels)
+            hidden, states[i] = _run_mixer(block.mixer, hidden, states[i], kernels)
             if block.mlp is not None:
                 hidden, residual = _add_norm(kernels, block.norm2, hidden, residual, block.fused_add_norm,
                                              block.residual_in_fp32)
@@ -125,7 +145,8 @@ def chunked_prefill(model: Any, ids: Any, chunk: int, keep_last: int, kernels: K
 
 def load_states(inference_params: Any, states: list[tuple[Any, Any]]) -> None:
     """Copy prefill states into mamba-ssm's decoding cache (conv buffer: the last d_conv inputs,
-    of which ``step()`` rolls the oldest out, so only the last d_conv - 1 matter)."""
+    of which ``step()`` rolls the oldest out, so only the last d_conv - 1 matter; Mamba-1's SSM buffer
+    is in the model's dtype, as its one forward leaves it)."""
     for i, (conv, ssm) in enumerate(states):
         conv_buf, ssm_buf = inference_params.key_value_memory_dict[i]
         conv_buf.zero_()

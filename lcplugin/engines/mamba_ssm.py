@@ -7,11 +7,13 @@ mamba-ssm's own (``config.json`` with ``d_model`` + ``pytorch_model.bin``), from
 folder; any other layout is refused at load naming the engine that reads it (``layouts``).
 
 Mamba-2 prompts are prefilled in chunks carrying conv and SSM state (``mamba_prefill``): one forward
-past about 2^31 / d_in_proj tokens overflows mamba-ssm 2.3.2's Triton SSD kernels. Decoding then
-replays mamba-ssm's CUDA graph from that state, one token per replay, greedy by argmax on the device;
-the host looks at the tokens every ``_EOS_EVERY`` steps only, for the end-of-sequence token. Mamba-1
-models run one forward (their scan takes no initial state). Prompts run one at a time; the graph is
-captured in a warm-up call that is not timed.
+past about 2^31 / d_in_proj tokens overflows mamba-ssm 2.3.2's Triton SSD kernels. Mamba-1 prompts
+run one forward up to the chunk (the in_proj output under 2^31 elements: 188,672 tokens for
+Mamba-2.8B) and past it are read in chunks too, each chunk's scan continued from the carried state
+(``mamba1_carry``). Decoding then replays mamba-ssm's CUDA graph from that state, one token per
+replay, greedy by argmax on the device; the host looks at the tokens every ``_EOS_EVERY`` steps only,
+for the end-of-sequence token. Prompts run one at a time; the graph is captured in a warm-up call
+that is not timed.
 """
 
 from __future__ import annotations
@@ -97,8 +99,8 @@ class MambaSSMEngine(EngineTelemetry):
         self.chunk, self.chunk_why = layouts.resolve_prefill_chunk(self.model_config, args.get("prefill_chunk"))
         self.mamba2 = layouts.ssm_kind(self.model_config) == "Mamba2"
         if self.chunk and not chunkable(self.model):
-            raise EngineError(f"{config.model}: prefill_chunk={self.chunk} needs Mamba-2 layers only; this model "
-                              "has other mixers (attention); set prefill_chunk=0")
+            raise EngineError(f"{config.model}: prefill_chunk={self.chunk} needs Mamba-2 or Mamba-1 layers only; "
+                              "this model has other mixers (attention); set prefill_chunk=0")
         self.kernels = cuda_kernels()
         self.tokenizer = tokenizer if tokenizer is not None else self._tokenizer(config)
         eos = self.tokenizer.eos_token_id
@@ -156,12 +158,17 @@ class MambaSSMEngine(EngineTelemetry):
         telemetry.synchronize()
         self._graph_length = max_length
 
+    def _chunked(self, tokens: int) -> bool:
+        """Mamba-2 always goes through the chunk loop; Mamba-1 only past its chunk (one forward below it,
+        the path measured at 128k)."""
+        return bool(self.chunk) and (self.mamba2 or self.chunk < tokens)
+
     def _prefill(self, ids: Any, keep_last: int) -> tuple[Any, list[tuple[Any, Any]] | None]:
-        """Final hidden states of the last ``keep_last`` tokens, and the states to decode from (Mamba-2
-        chunked); with one forward the states go straight into the decoding cache (None returned)."""
+        """Final hidden states of the last ``keep_last`` tokens, and the states to decode from (chunked);
+        with one forward the states go straight into the decoding cache (None returned)."""
         from .mamba_prefill import chunked_prefill
 
-        if self.chunk:
+        if self._chunked(ids.shape[1]):
             self._check_forward(min(self.chunk, ids.shape[1]))  # an explicit chunk past the limit
             return chunked_prefill(self.model, ids, self.chunk, keep_last, self.kernels)
         self._check_forward(ids.shape[1])
@@ -238,7 +245,7 @@ class MambaSSMEngine(EngineTelemetry):
         telemetry.synchronize()
         start = time.perf_counter()
         with torch.inference_mode():
-            if self.chunk:
+            if self._chunked(ids.shape[1]):
                 hidden, _ = self._prefill(ids, score_last + 1)
             else:
                 self._check_forward(ids.shape[1])

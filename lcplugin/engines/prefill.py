@@ -15,9 +15,9 @@ SDPA dispatches to flash attention on CUDA (lower-right alignment is flash's nat
 
 Which families may be chunked: a forward of several tokens must continue from the cache. Attention
 models do; the Mamba-2 family (mamba2, nemotron_h, zamba2, bamba, falcon_h1) feeds the cached conv
-window and SSM state into the next chunk's scan. Mamba-1 and Jamba start each multi-token scan from
-zero state (their chunked output is silently wrong), so they are never chunked and an explicit
-request is refused.
+window and SSM state into the next chunk's scan. Mamba-1 mixers (mamba, falcon_mamba, jamba) carry
+the conv window but start each multi-token scan from zero state; while chunking, their scans are
+continued from the cached state by :func:`.mamba1_carry.carried_scans` (the scan is linear in it).
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import EngineError
+from . import mamba1_carry
 from .layouts import CHUNK_MARGIN, SSD_CHUNK, ssd_token_limit
 
 # Automatic chunk for attention models on CUDA, chosen by measurement (H200, BENCHMARKS.md): Llama-3.1-8B
 # at 130,944 tokens, 8k / 16k / 32k chunks: 12.34 / 11.87 / 11.56 s, 34.2 / 35.2 / 37.2 GB; 16k is the
 # fastest that stays under 36 GB.
 ATTENTION_CHUNK = 16384
-NEVER_CHUNKED = frozenset({"mamba", "falcon_mamba", "jamba"})  # scan without an initial state
+MAMBA1_FAMILY = frozenset({"mamba", "falcon_mamba", "jamba"})  # scans continued by mamba1_carry
 MAMBA2_FAMILY = frozenset({"mamba2", "nemotron_h", "zamba2", "bamba", "falcon_h1"})
 _ATTN_NAME = "lcplugin_chunked_sdpa"
 
@@ -63,6 +64,16 @@ def _ssd_width(config: Any) -> int | None:
     return 2 * d_inner + 2 * groups * state + heads
 
 
+def _mamba1_width(config: Any) -> int | None:
+    """The Mamba-1 in_proj width, 2*d_inner (Mamba-2.8B, Jamba-Reasoning-3B: 10,240)."""
+    t = config.model_type
+    if t in ("mamba", "falcon_mamba"):
+        return 2 * int(config.intermediate_size)
+    if t == "jamba":
+        return 2 * int(config.mamba_expand * config.hidden_size)
+    return None
+
+
 def kernel_token_limit(config: Any) -> int | None:
     """Longest safe forward for mamba-ssm's SSD kernels (int32 offsets into the in_proj output),
     with a margin; None for models without those kernels."""
@@ -71,22 +82,18 @@ def kernel_token_limit(config: Any) -> int | None:
 
 
 def choose_chunk(config: Any, device: str, requested: Any) -> tuple[int, str]:
-    """The prefill chunk (0 = one forward) and why; refuses a chunk the model cannot continue."""
-    family = config.model_type
+    """The prefill chunk (0 = one forward) and why; refuses a negative chunk."""
     if requested is not None:
         chunk = int(requested)
         if chunk < 0:
             raise EngineError(f"engine_args prefill_chunk={requested!r}: must be 0 (one forward) or a token count")
-        if chunk > 0 and family in NEVER_CHUNKED:
-            raise EngineError(
-                f"prefill_chunk={chunk} refused for model type {family!r}: its transformers scan starts every "
-                "multi-token forward from zero state, so chunked prefill would be silently wrong; use "
-                "prefill_chunk=0 (one forward)")
         return chunk, "requested" if chunk else "requested: one forward"
     if not device.startswith("cuda"):
         return 0, "automatic: one forward on CPU"
-    if family in NEVER_CHUNKED:
-        return 0, f"automatic: one forward ({family} cannot continue a multi-token forward from its cache)"
+    width = _mamba1_width(config)
+    if width is not None:  # issue 16: Mamba-2.8B's in_proj output passes 2^31 elements at about 209k tokens
+        return ssd_token_limit(width), (f"automatic: keeps the Mamba-1 in_proj output ({width} per token) under "
+                                        f"2^31 elements, with a margin of {CHUNK_MARGIN:g}; scans carried across chunks")
     limit = kernel_token_limit(config)
     if limit is not None:
         return limit, (f"automatic: mamba-ssm SSD kernels overflow int32 past 2^31/{_ssd_width(config)} tokens; "
@@ -274,7 +281,7 @@ def forward_chunks(model: Any, ids: Any, chunk: int, keep_last: int = 1, cache: 
     name = cache_argument(model)
     kept: list[Any] = []
     tail_start = total - keep_last
-    with _chunk_attention(model):
+    with _chunk_attention(model), mamba1_carry.carried_scans(model):
         for start in range(0, total, chunk):
             end = min(start + chunk, total)
             want = end - max(start, tail_start) if end > tail_start else 0
@@ -310,7 +317,7 @@ def static_length(tokens: int) -> int:
 def choose_cache(model: Any, device: str, cache: Any, compile_: Any) -> tuple[str, bool, str]:
     """(cache kind, compile, why). Static needs an attention-only model whose forward compiles."""
     family = model.config.model_type
-    supported = bool(getattr(model, "_can_compile_fullgraph", False)) and family not in MAMBA2_FAMILY | NEVER_CHUNKED
+    supported = bool(getattr(model, "_can_compile_fullgraph", False)) and family not in MAMBA2_FAMILY | MAMBA1_FAMILY
     cuda = device.startswith("cuda")
     if cache not in (None, "static", "dynamic"):
         raise EngineError(f"engine_args cache={cache!r}: accepted values are 'static' and 'dynamic'")

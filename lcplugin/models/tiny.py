@@ -50,6 +50,12 @@ def _recipes() -> dict[str, Callable[[], Any]]:
             layers_block_type=["mamba", "attention", "mamba", "mlp"], hidden_size=64, mamba_num_heads=8,
             mamba_head_dim=16, ssm_state_size=16, n_groups=1, num_attention_heads=4, num_key_value_heads=2,
             head_dim=16, intermediate_size=128, max_position_embeddings=4096, chunk_size=64, **common),
+        # Jamba's layout: Mamba-1 mixers (with dt/B/C norms), one attention layer, a two-expert MoE layer
+        "tiny-jamba": lambda: T.JambaConfig(
+            hidden_size=64, num_hidden_layers=4, attn_layer_period=4, attn_layer_offset=2, num_experts=2,
+            num_experts_per_tok=1, expert_layer_period=2, expert_layer_offset=1, mamba_d_state=8, mamba_expand=2,
+            mamba_d_conv=4, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+            max_position_embeddings=4096, **common),
     }
 
 
