@@ -96,7 +96,7 @@ def test_the_builtin_entries_keep_what_the_tables_said() -> None:
     assert engine_entry("vllm").gpus({"tensor_parallel_size": 4}) == 4
     assert engine_entry("hf").gpus({"tensor_parallel_size": 4}) == 1  # hf does not span GPUs
     assert efficiency_only_args("hf") == {"device", "max_batch_size", "max_batch_tokens", "prefill_chunk", "cache",
-                                          "compile"}
+                                          "compile", "decode_attention", "decode_loop"}
     assert "ignore_eos" not in efficiency_only_args("vllm")  # it changes what is generated
     assert engine_packages()[:4] == ["torch", "transformers", "vllm", "mamba-ssm"]
 

@@ -8,6 +8,9 @@ first token's logits reach the logits processors; decode time runs from there to
 A prompt longer than the prefill chunk (``engine_args.prefill_chunk``; automatic by default, see
 :mod:`.prefill`) runs alone and is read chunk by chunk into one cache, then ``generate`` continues
 from that cache; PG-19 windows are scored the same way.
+
+Decoding (:mod:`.decode`): one-token attention over unrepeated KV heads by default
+(``decode_attention``), and ``decode_loop='engine'`` for an own greedy loop over the same step.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import prefill, telemetry
+from . import decode, prefill, telemetry
 from .base import Completion, EngineConfig, EngineTelemetry, LogLikelihood, SamplingSettings
 
 _DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
@@ -64,6 +67,8 @@ class HFEngine(EngineTelemetry):
         attn = args.pop("attn_implementation", "sdpa" if self.device.startswith("cuda") else None)
         requested_chunk = args.pop("prefill_chunk", None)
         requested_cache, requested_compile = args.pop("cache", None), args.pop("compile", None)
+        self.decode_attention = decode.choose_attention(args.pop("decode_attention", None))
+        requested_loop = args.pop("decode_loop", None)
         common = {"revision": config.revision, "trust_remote_code": config.trust_remote_code}
         self.tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, **common)
         model_config = AutoConfig.from_pretrained(config.source, **common)
@@ -91,6 +96,7 @@ class HFEngine(EngineTelemetry):
         self.pad_id = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
         self.cache_kind, self.compile, self.cache_why = prefill.choose_cache(
             self.model, self.device, requested_cache, requested_compile)
+        self.decode_loop, self.decode_loop_why = decode.choose_loop(self.model, requested_loop, self.eos_ids)
         self._static: tuple[tuple[int, int], Any] | None = None  # (batch, rows) -> the one static cache kept
         self.compile_s = 0.0  # compile and warm-up of this test's new cache shapes, outside every timing
         self._batch_counter = 0
@@ -131,15 +137,27 @@ class HFEngine(EngineTelemetry):
                 telemetry.synchronize()
                 start = time.perf_counter()
                 ids = torch.full((batch, 8), self.pad_id, dtype=torch.long, device=self.device)
-                with torch.inference_mode():
-                    self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
-                                        max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=self.pad_id)
+                with torch.inference_mode(), decode.attention(self.model, self.decode_attention):
+                    if self.decode_loop == "engine":  # the step the engine loop calls, traced as it calls it
+                        decode.greedy_decode(self.model, ids, torch.ones_like(ids), cache, max_new_tokens=3,
+                                             eos_ids=(), pad_id=self.pad_id, step=self._step())
+                    else:
+                        self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
+                                            max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                                            pad_token_id=self.pad_id)
                 telemetry.synchronize()
                 self.compile_s += time.perf_counter() - start
         cache = self._static[1]
         with torch.inference_mode():  # its tensors were made under inference mode
             cache.reset()
         return cache
+
+    def _step(self) -> Any:
+        """One decode forward: the compiled call generate itself uses (shared, so one compile serves both
+        loops) when the static cache is compiled, else the model."""
+        if self.compile and self.cache_kind == "static":
+            return self.model.get_compiled_call(self.model.generation_config.compile_config)
+        return self.model.__call__
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingSettings) -> list[Completion]:
         out: dict[int, Completion] = {}
@@ -177,6 +195,7 @@ class HFEngine(EngineTelemetry):
         clock = _FirstTokenClock()
         telemetry.synchronize()
         start = time.perf_counter()
+        engine_loop = self.decode_loop == "engine" and sampling.greedy
         with torch.inference_mode():
             if chunked:  # all but the last token into the cache; generate feeds only what is not cached
                 _, cache = prefill.forward_chunks(self.model, ids[:, :-1], self.prefill_chunk, cache=cache)
@@ -186,13 +205,21 @@ class HFEngine(EngineTelemetry):
                 if name == "cache_params":  # Mamba-2's generate cannot tell how much is cached: the rest only
                     ids, mask = ids[:, -1:], mask[:, -1:]
                     width = 1
-            result = self.model.generate(input_ids=ids, attention_mask=mask, logits_processor=[clock], **kwargs)
+            with decode.attention(self.model, self.decode_attention):
+                if engine_loop:
+                    generated = decode.greedy_decode(
+                        self.model, ids, mask, cache, max_new_tokens=sampling.max_new_tokens,
+                        eos_ids=() if self.ignore_eos else self.eos_ids, pad_id=self.pad_id, step=self._step(),
+                        prefilled=width - 1 if chunked else 0, on_first_token=lambda: clock(None, None))
+                else:
+                    generated = self.model.generate(input_ids=ids, attention_mask=mask, logits_processor=[clock],
+                                                    **kwargs)[:, width:]
         telemetry.synchronize()
         end = time.perf_counter()
         first = clock.first_token_at or end
         completions = []
         for row, p in enumerate(prompts):
-            new = result[row, width:].tolist()
+            new = generated[row].tolist()
             finish = "length"
             for j, tok in enumerate(new):
                 if tok in self.eos_ids and not self.ignore_eos:
@@ -236,9 +263,13 @@ class HFEngine(EngineTelemetry):
         super().telemetry_begin()
 
     def describe(self) -> dict[str, Any]:
+        path, why = decode.decode_path(self.model, self.cache_kind, self.compile, self.decode_loop,
+                                       self.decode_attention)
         return {"prefill_chunk": self.prefill_chunk, "prefill_chunk_why": self.prefill_why,
                 "prefill_chunked_sequences": self.chunked_sequences, "cache": self.cache_kind,
-                "compile": self.compile, "cache_why": self.cache_why, "compile_warmup_s": self.compile_s}
+                "compile": self.compile, "cache_why": self.cache_why, "compile_warmup_s": self.compile_s,
+                "decode_attention": self.decode_attention, "decode_loop": self.decode_loop,
+                "decode_loop_why": self.decode_loop_why, "decode_path": path, "decode_path_why": why}
 
     def close(self) -> None:
         self.release("model")

@@ -69,9 +69,9 @@ BUILTIN_ENGINES = (
     EngineEntry(
         name="hf", target="lcplugin.engines.hf:HFEngine", marker="transformers engine",
         engine_args=frozenset({"device", "max_batch_size", "max_batch_tokens", "ignore_eos", "attn_implementation",
-                               "prefill_chunk", "cache", "compile"}),
+                               "prefill_chunk", "cache", "compile", "decode_attention", "decode_loop"}),
         efficiency_only=frozenset({"device", "max_batch_size", "max_batch_tokens", "prefill_chunk", "cache",
-                                   "compile"}),
+                                   "compile", "decode_attention", "decode_loop"}),
         packages=("torch", "transformers")),
     EngineEntry(
         name="vllm", target="lcplugin.engines.vllm:VLLMEngine", marker="vLLM engine",

@@ -1,6 +1,6 @@
 """Decode speed of the hf engine against transformers' own compiled static-cache loop (issue 12).
 
-    python scripts/gpu/check_decode.py OUT.json [--parts a,b,c,d] [--ctx 8k,128k] [--budget-s 280]
+    python scripts/gpu/check_decode.py OUT.json [--parts a,b,c,d,e,f] [--ctx 8k,128k] [--budget-s 280]
     python scripts/gpu/check_decode.py OUT.json --smoke      # CPU, a tiny Llama shape: the code path only
 
 A random-weight Llama-3.1-8B shape (lcplugin.models.random_models.SHAPES, bf16, built on the GPU; speed and
@@ -13,7 +13,11 @@ fill each context less the generation budget, as the suite's prompts do:
      and the ratio b/a (target >= 0.95);
   c. raw ``generate`` with the dynamic cache, for comparison;
   d. the engine batched at the first context with batch sizes 4, 8, 16: aggregate decode tokens/s
-     (target >= 1000 at 8k).
+     (target >= 1000 at 8k);
+  e. issue 18, side by side on the engine of b, each context: decode_attention 'transformers' (KV heads
+     repeated) or 'gqa', times decode_loop 'generate' or 'engine' (batch 1; each variant warmed up first);
+  f. issue 18, the decode attention alone (one query token, the model's heads, a static cache's rows and
+     length mask): transformers' sdpa path against the engine's GQA-native one, ms per call.
 
 Decode tokens/s = (new tokens - 1) / (time after the first token), after a synchronize. Each part is
 in its own try/except and the JSON is rewritten after each, so a failure or the time budget
@@ -76,11 +80,53 @@ def _raw_decode(model: Any, prompt: Any, new: int, **kwargs: Any) -> float:
     return (generated - 1) / (end - clock.first_token_at)
 
 
+def _attention_alone(config: Any, context: int, device: str, calls: int = 100) -> dict[str, Any]:
+    """ms per decode-attention call, transformers' sdpa path (mask, so KV heads repeated) against the engine's."""
+    import types
+
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from lcplugin.engines.decode import gqa_decode_attention
+    from lcplugin.engines.prefill import static_length
+
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    rows = static_length(context)
+    gen = torch.Generator(device=device).manual_seed(0)
+    q = torch.randn((1, heads, 1, dim), device=device, dtype=torch.bfloat16, generator=gen)
+    k, v = (torch.randn((1, kv_heads, rows, dim), device=device, dtype=torch.bfloat16, generator=gen) for _ in "kv")
+    mask = (torch.arange(rows, device=device) < context)[None, None, None, :]
+    module = types.SimpleNamespace(num_key_value_groups=heads // kv_heads, is_causal=True)
+    result: dict[str, Any] = {"kv_rows": rows, "kv_heads": kv_heads, "heads": heads}
+    outs = {}
+    for name, fn in (("transformers_ms", sdpa_attention_forward), ("gqa_ms", gqa_decode_attention)):
+        with torch.inference_mode():
+            for _ in range(5):
+                outs[name] = fn(module, q, k, v, mask, scaling=dim ** -0.5)[0]
+            telemetry_sync()
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn(module, q, k, v, mask, scaling=dim ** -0.5)
+            telemetry_sync()
+        result[name] = (time.perf_counter() - start) * 1000 / calls
+    result["ratio"] = result["transformers_ms"] / result["gqa_ms"]
+    result["max_abs_diff"] = (outs["transformers_ms"].float() - outs["gqa_ms"].float()).abs().max().item()
+    return result
+
+
+def telemetry_sync() -> None:
+    """torch.cuda.synchronize where there is CUDA (the engine's own helper), so a timing holds its kernels."""
+    from lcplugin.engines import telemetry
+
+    telemetry.synchronize()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out")
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny Llama shape, short prompts: the code path only")
-    ap.add_argument("--parts", default="a,b,c,d")
+    ap.add_argument("--parts", default="a,b,c,d,e,f")
     ap.add_argument("--ctx", default=None, help="contexts (default 8k,128k; smoke 256,512)")
     ap.add_argument("--batch-sizes", default=None, help="part d (default 4,8,16; smoke 2,3)")
     ap.add_argument("--budget-s", type=float, default=200.0, help="parts not started by then are skipped (reference-run.sh setup allows 280 s)")
@@ -139,7 +185,7 @@ def main() -> int:
     gen = torch.Generator().manual_seed(1)
     prompts = {c: torch.randint(2, config.vocab_size, (1, c - new), generator=gen).to(device) for c in contexts}
     ckpt = Path(args.ckpt)
-    if {"b", "d"} & parts:
+    if {"b", "d", "e"} & parts:
         shutil.rmtree(ckpt, ignore_errors=True)
         held["model"].save_pretrained(ckpt)
         build_tokenizer().save_pretrained(ckpt)  # byte-level: the engine only decodes ids to text with it
@@ -159,10 +205,17 @@ def main() -> int:
     for c in contexts:
         part(f"c_raw_dynamic_{c}",
              lambda c=c: {"decode_tok_s": _raw_decode(held["model"], prompts[c], new, disable_compile=True)})
+    for c in contexts:
+        part(f"f_attention_alone_{c}", lambda c=c: _attention_alone(config, c, device))
     held.clear()
     _reset_peak()
 
-    if {"b", "d"} & parts:
+    if {"b", "d", "e"} & parts:
+        # part e traces the step once per attention and loop, on top of b's and d's shapes: past dynamo's
+        # default limit (8) the step would run uncompiled and time the wrong thing
+        for name in ("recompile_limit", "cache_size_limit"):
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, 64)
         engine = HFEngine(EngineConfig(
             engine="hf", model="check-decode", source=str(ckpt), tokenizer=str(ckpt), dtype="bfloat16",
             engine_args={"cache": "static", "compile": compile_on, "ignore_eos": True,
@@ -184,6 +237,13 @@ def main() -> int:
         for size in batch_sizes:
             part(f"d_engine_batch{size}_{contexts[0]}",
                  lambda size=size: engine_decode([prompts[contexts[0]][0].tolist()] * size))
+        for c in contexts:
+            for attn in ("transformers", "gqa"):
+                for loop in ("generate", "engine"):
+                    def variant(c: int = c, attn: str = attn, loop: str = loop) -> dict[str, Any]:
+                        engine.decode_attention, engine.decode_loop = attn, loop
+                        return engine_decode([prompts[c][0].tolist()])
+                    part(f"e_{attn}_{loop}_{c}", variant)
         engine.close()
     if not args.smoke:
         shutil.rmtree(ckpt, ignore_errors=True)
