@@ -34,8 +34,11 @@ SYNTHETIC_DEFAULT_LIMIT = 8
 def skip_reason(case: Case, session: LcSession, caches: SessionCaches) -> str | None:
     """Why this test cannot run here, in one line; None when it can."""
     spec = case.spec
-    if case.ctx > spec.max_context:
-        return f"{spec.name}: context {ctx_label(case.ctx)} exceeds the model's maximum {ctx_label(spec.max_context)}"
+    if spec.hard_limit is not None and case.ctx > spec.hard_limit:
+        how = ("max_context, read as a hard limit; write trained_window instead to run past it"
+               if spec.legacy_max_context else "hard_limit: the architecture is undefined beyond it")
+        return (f"{spec.name}: context {ctx_label(case.ctx)} is past the model's hard limit "
+                f"{ctx_label(spec.hard_limit)} (spec {Path(spec.path).name} field {how})")
     if spec.trust_remote_code and not session.settings.allow_remote_code:
         return (f"{spec.name}: spec {Path(spec.path).name} sets trust_remote_code, which runs the model "
                 "repository's own Python code; pass --lc-allow-remote-code to allow it")
@@ -139,8 +142,10 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
     resumed = len(records)  # items a killed run already did: not part of this wall time
     batch_prefix = f"{worker.pid}-{time.time_ns()}"  # batch ids are unique within one worker's life
 
+    beyond = case.spec.beyond_window(case.ctx)
+
     def emit(record: dict[str, Any]) -> None:
-        record = {"model": case.spec.name, **record, "test_key": test_key_,
+        record = {"model": case.spec.name, **record, "test_key": test_key_, "beyond_window": beyond,
                   "batch_key": f"{batch_prefix}:{record.get('batch_id')}"}
         store.append(case.benchmark, case.spec.name, case.ctx, record)
         records.append(record)
@@ -182,6 +187,7 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
     summary = summarize(records, {
         "benchmark": case.benchmark, "model": case.spec.name, "ctx": case.ctx, "ctx_label": ctx_label(case.ctx),
         "family": case.spec.family, "engine": config.engine, "test": case.id, "wall_s": wall,
+        "trained_window": case.spec.trained_window, "beyond_window": beyond,
         "items_run": len([r for r in records[resumed:] if not r.get("skipped")]),
         "worker": engines.worker, "engine_load_s": load_s,
         # peak_mem_gb is the torch allocator's peak, and peak_mem_what says what it holds under this engine
@@ -237,6 +243,8 @@ def _finish(case: Case, session: LcSession, run: RunFolder, summary: dict[str, A
         for message in verdict.warnings:  # like pytest-benchmark's when a comparison crosses machines
             warnings.warn(baselines.BaselineMachineWarning(message), stacklevel=2)
     run.put_test(summary)
+    record_property("lc_beyond_window", summary.get("beyond_window", False))  # past the trained window: marked everywhere
+    benchmark_fixture.extra_info["beyond_window"] = summary.get("beyond_window", False)
     for figure in figures.reaching("recorded"):  # JUnit properties lc_<key> and pytest-benchmark's extra_info
         record_property(f"lc_{figure.key}", summary.get(figure.key))
         benchmark_fixture.extra_info[figure.key] = summary.get(figure.key)
