@@ -26,6 +26,7 @@ from ..errors import EngineError, LcError, WorkerDied
 from ..models.hub import hub_status, weights_unreachable
 from ..results import baselines, figures
 from ..results.runfolder import RunFolder
+from . import preflight
 from .caches import SessionCaches
 
 SYNTHETIC_DEFAULT_LIMIT = 8
@@ -101,7 +102,13 @@ def run_case(case: Case, session: LcSession, run: RunFolder, caches: SessionCach
         pytest.skip(reason)
     pytest_config = node.config if node is not None else None
     try:
-        return _run(case, session, run, caches, engines, benchmark_fixture, record_property, pytest_config)
+        config = engine_config(case, session)
+        current = engines.current
+        memory = preflight.check(case, session, config, {current.pid} if current is not None and current.alive else set())
+        if memory.skip:  # before the model loads: one line naming the figures, not an out-of-memory error
+            pytest.skip(memory.skip)
+        return _run(case, session, run, caches, engines, benchmark_fixture, record_property, pytest_config, config,
+                    memory)
     except WorkerDied as exc:
         engines.discard()
         message, detail = str(exc), exc.detail
@@ -119,10 +126,10 @@ def run_case(case: Case, session: LcSession, run: RunFolder, caches: SessionCach
 
 
 def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, engines: EngineManager,
-         benchmark_fixture: Any, record_property: Any, pytest_config: Any) -> dict[str, Any]:
+         benchmark_fixture: Any, record_property: Any, pytest_config: Any, config: EngineConfig,
+         memory: preflight.Preflight) -> dict[str, Any]:
     bench = get_benchmark(case.benchmark, session.settings.bench)
     sampling = bench.sampling(session.settings.sampling == "greedy")
-    config = engine_config(case, session)
     tokenizer = caches.tokenizer(config)
     source = session.data_source(case.benchmark, case.spec, caches.digests)
     limit = session.settings.limit
@@ -201,12 +208,18 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
         "energy_j_per_item": (tele["energy_j"] / len(records)) if tele.get("energy_j") and records else None,
         "peak_rss_gb": tele.get("rss_peak_gb"), "device": tele.get("device"),
         "cpu_threads": tele.get("cpu_threads"), "engine_settings": engine_settings,
-        "unmeasured": tele.get("why", {}),
+        "unmeasured": {**tele.get("why", {}), **({"mem_estimate_gb": memory.why} if memory.why else {})},
+        # the preflight's estimate beside the measured peak, with its parts (engines/memory.py)
+        "mem_estimate_gb": memory.cell.total / 1e9 if memory.cell else None,
+        "mem_estimate": memory.cell.as_summary() if memory.cell else None,
         "data": source.describe(), "data_digest": source.digest,
         "sampling": {"temperature": sampling.temperature, "max_new_tokens": sampling.max_new_tokens},
         "rope": dict(config.rope) if config.rope else None, "protocol": session.settings.bench.as_dict(),
         **bench.aggregate(records),
     })
+    late = preflight.compare(summary)  # every run checks the estimate against what it measured
+    if late:
+        warnings.warn(preflight.MemoryEstimateWarning(late), stacklevel=2)
     for figure in figures.FIGURES:  # every figure in every summary: None where this test measured none
         summary.setdefault(figure.key, None)
     return _finish(case, session, run, summary, benchmark_fixture, record_property, bench, records,
