@@ -205,7 +205,7 @@ DEFAULT = SharedRun(
     {"passed": 16, "skipped": 48}, fresh_home=True, threads=None)
 """The offline default as a new user runs it (test_plugin, test_ada_leval, test_reporting): four
 benchmarks x two tiny models x their contexts 1k and 2k pass; four benchmarks x two real models x six
-contexts skip, one needing a GPU, the other's contexts beyond its maximum."""
+contexts skip, needing a GPU (zamba2-7b's contexts past its 4k window would run, marked beyond it)."""
 
 LB2_1K = ("--lc-ctx", "1k", "--lc-limit", "2", "-k", "longbench_v2")
 LLAMA_1K = SharedRun("tiny-llama-1k", ("--lc-models", "tiny-llama", *LB2_1K, "--benchmark-autosave",

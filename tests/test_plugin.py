@@ -56,7 +56,7 @@ def test_offline_default_runs_every_tiny_test_and_says_why_the_others_skip(share
     run.assert_outcomes(passed=16, skipped=DEFAULT.outcomes["skipped"])  # 4 benchmarks x 2 tiny models x 2 contexts
     assert run.returncode == 0, run.tail()
     assert "llama-3.1-8b-instruct: needs a CUDA GPU" in run.stdout
-    assert "zamba2-7b: context 16k exceeds the model's maximum 4k" in run.stdout
+    assert "zamba2-7b: needs a CUDA GPU" in run.stdout  # past its 4k window it would run, marked (test_window)
     assert "lcplugin summary" in run.stdout and "no baseline" in run.stdout
     tests = run.summary()["tests"]
     assert {(t["benchmark"], t["model"], t["ctx"]) for t in tests} == {
@@ -168,8 +168,8 @@ def test_unknown_model_and_bad_ctx_are_clean_usage_errors(pytester):
     out = collect(pytester, "--lc-models", "tiny-lama")
     err = out.stderr.str()
     assert out.ret == pytest.ExitCode.USAGE_ERROR and "unknown model 'tiny-lama'" in err and "Traceback" not in err
-    out = collect(pytester, "--lc-ctx", "32m")
-    assert out.ret == pytest.ExitCode.USAGE_ERROR and "context length '32m' does not parse" in out.stderr.str()
+    out = collect(pytester, "--lc-ctx", "32g")
+    assert out.ret == pytest.ExitCode.USAGE_ERROR and "context length '32g' does not parse" in out.stderr.str()
 
 
 def test_unreachable_hub_is_detected_quickly_and_skips(run_benches, tmp_path):

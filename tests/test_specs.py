@@ -37,7 +37,7 @@ GOOD = 'name = "m"\nsource = "org/m"\nfamily = "ssm"\nengine = "hf"\nmax_context
 
 def test_good_spec_parses(tmp_path):
     spec = load_spec_file(_write(tmp_path, GOOD))
-    assert spec.max_context == 8192 and spec.family == "ssm" and spec.dtype == "bfloat16"
+    assert spec.trained_window == spec.hard_limit == 8192 and spec.family == "ssm" and spec.dtype == "bfloat16"
 
 
 @pytest.mark.parametrize(("text", "field"), [

@@ -81,6 +81,9 @@ class BenchOptions:
     budget: str = _option("context", "LongBench-v2 prompt budget: context - new tokens - chat template (default), "
                           "or official (pred.py's max_len 120,000 at 128k, scaled: floor(ctx x 120000 / 131072))",
                           choices=("context", "official"))
+    fill: str = _option("auto", "LongBench-v2 items per context: any (official: every item, cut to fit or whole), "
+                        "full (only items whose whole prompt reaches 90 %% of the context), or auto (full above 128k, "
+                        "any up to it)", choices=("auto", "any", "full"))
     pg19_windows: int = _option(10, "PG-19 windows per book (default 10)", metavar="N",
                                 parse=whole_number(1, "--lc-pg19-windows 10"))
     pg19_score_last: int = _option(100, "PG-19: score the last K tokens of each window (default 100)", metavar="K",
@@ -223,6 +226,12 @@ class Benchmark:
     def load_items(self, source: DataSource, ctx: int, limit: int | None) -> list[Item]:
         raise NotImplementedError
 
+    def inputs(self, ctx: int, readable: Mapping[str, Any]) -> dict[str, Any]:
+        """What of the run's options (``readable``) a test's result at ``ctx`` depends on (config/inputs.py):
+        those the benchmark ``reads``. A benchmark whose option acts only at some contexts records its effect
+        there alone, so results made before the option existed keep their keys."""
+        return {name: value for name, value in readable.items() if name in self.reads}
+
     def context_window(self, ctx: int, model_window: int) -> int:
         """The longest prompt plus generation this benchmark sends in a test at ``ctx`` tokens, on a
         model whose window there is ``model_window``: the test's context (LongBench-v2, PG-19) or the
@@ -285,6 +294,13 @@ class GenerationBenchmark(Benchmark):
         """The context a prompt and its generation must fit (see ``context_window``)."""
         return self.context_window(session.ctx, session.window or session.ctx)
 
+    def left_out(self, prompt: Any, session: EvalSession) -> str | None:
+        """Why an item's built prompt is not sent (its record says so; counted, never scored), or None: a
+        prompt that had to be cut, where cutting is refused (``overlength``)."""
+        if prompt.truncated and (self.never_truncate or self.options.overlength == "skip"):
+            return "overlength"
+        return None
+
     def max_len(self, ctx: int) -> int | None:
         """A cap on the cut prompt's length (LongBench-v2's official budget), or None: the context decides."""
         return None
@@ -309,8 +325,9 @@ class GenerationBenchmark(Benchmark):
             built, ready = [], []
             for item, (_, text) in zip(chunk, texts, strict=True):
                 prompt = builder.build(text, cached.get(item.id))
-                if prompt.truncated and (self.never_truncate or self.options.overlength == "skip"):
-                    session.emit({"id": item.id, "benchmark": self.name, "ctx": session.ctx, "skipped": "overlength",
+                why = self.left_out(prompt, session)
+                if why:
+                    session.emit({"id": item.id, "benchmark": self.name, "ctx": session.ctx, "skipped": why,
                                   "original_tokens": prompt.original_tokens, "gold": item.gold, **dict(item.meta)})
                     continue
                 built.append(prompt)

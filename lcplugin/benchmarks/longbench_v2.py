@@ -130,13 +130,25 @@ def load_hub(limit: int | None = None, select: tuple = ()) -> tuple[list[Item], 
 
 
 MODES = {"0shot": TEMPLATE_0SHOT, "cot": TEMPLATE_0SHOT_COT, "nocontext": TEMPLATE_NO_CONTEXT}
+FULL_ABOVE = 131072  # --lc-fill auto: the official rule up to 128k, full prompts past it
+FULL_SHARE = 0.9  # a full prompt reaches 90 % of the context
+
+
+def fill_rule(option: str, mode: str, ctx: int) -> str:
+    """``any`` (the official rule: every item, cut to fit or whole) or ``full`` (only items whose whole prompt
+    reaches ``FULL_SHARE`` of the context). Why: past 128k most items are shorter than the context (159 of
+    480 exceed 128k, 8 exceed 1M), so under the official rule a 1M test measures mostly short prompts.
+    ``auto``: full past ``FULL_ABOVE``. Without a document (``nocontext``) no prompt fills anything: any."""
+    if mode == "nocontext":
+        return "any"
+    return option if option != "auto" else ("full" if ctx > FULL_ABOVE else "any")
 
 
 class LongBenchV2(GenerationBenchmark):
     """Modes: ``0shot`` (default), ``cot`` (two passes: 1024 then 128 new tokens), ``nocontext``."""
 
     name = "longbench_v2"
-    reads = GenerationBenchmark.reads | {"mode", "select", "budget"}
+    reads = GenerationBenchmark.reads | {"mode", "select", "budget", "fill"}  # fill: keyed where it acts (inputs)
     default_sampling = SamplingSettings(max_new_tokens=128, temperature=0.1)
     cot_sampling = SamplingSettings(max_new_tokens=1024, temperature=0.1)
     answer_tokens = 128  # chain of thought's second pass, the answer
@@ -173,6 +185,20 @@ class LongBenchV2(GenerationBenchmark):
         return {"pred": pred, "correct": pred == item.gold, "null": pred is None, "mode": self.options.mode,
                 "lenient_pred": lenient, "lenient_correct": lenient == item.gold}
 
+    def inputs(self, ctx: int, readable: Mapping[str, Any]) -> dict[str, Any]:
+        """The fill rule keys results only where it leaves items out (``full``): the official rule's keep theirs."""
+        out = super().inputs(ctx, readable)
+        out.pop("fill", None)
+        rule = fill_rule(self.options.fill, self.options.mode, ctx)
+        return {**out, "fill": rule} if rule != "any" else out
+
+    def left_out(self, prompt: Any, session: EvalSession) -> str | None:
+        """Under the ``full`` rule, a prompt shorter than 90 % of the context is left out (``underfill``)."""
+        if (fill_rule(self.options.fill, self.options.mode, session.ctx) == "full"
+                and prompt.original_tokens < FULL_SHARE * session.ctx):
+            return "underfill"
+        return super().left_out(prompt, session)
+
     def max_len(self, ctx: int) -> int | None:
         """``--lc-budget official``: pred.py's max_len, 120,000 at 128k, scaled to ``ctx``; else the context decides."""
         return official_max_len(ctx) if self.options.budget == "official" else None
@@ -200,9 +226,12 @@ class LongBenchV2(GenerationBenchmark):
         scored = [r for r in records if not r.get("skipped")]
         buckets = official_buckets(scored)
         lenient = sum(1 for r in scored if r.get("lenient_correct"))
+        ctx = max((int(r["ctx"]) for r in records if r.get("ctx")), default=0)
         return {"buckets": buckets, "mode": self.options.mode, "budget": self.options.budget,
+                "fill": fill_rule(self.options.fill, self.options.mode, ctx) if records else None,
                 "lenient_accuracy": lenient / len(scored) if scored else None,
-                "skipped_overlength": sum(1 for r in records if r.get("skipped") == "overlength")}
+                "skipped_overlength": sum(1 for r in records if r.get("skipped") == "overlength"),
+                "skipped_underfill": sum(1 for r in records if r.get("skipped") == "underfill")}
 
 
 __all__ = ["LongBenchV2", "extract_answer", "fill", "official_buckets"]

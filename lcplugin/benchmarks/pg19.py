@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import unittest
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,18 @@ def synthetic_books(n: int = 3, words: int = 3000, seed: int = 19) -> list[dict[
         text = " ".join(rng.choice(vocab) for _ in range(words))
         books.append({"id": f"synthetic-book-{b}", "title": f"Synthetic book {b}", "text": text})
     return books
+
+
+def lengths(book_tokens: dict[str, int]) -> str:
+    """The books' lengths in tokens, for a reader deciding which contexts the data can fill: each of up
+    to ten, else the count, the longest three and the median."""
+    sizes = sorted(book_tokens.values(), reverse=True)
+    if not sizes:
+        return ""
+    if len(sizes) <= 10:
+        return f"{len(sizes)} book(s) of " + ", ".join(f"{n:,}" for n in sizes) + " tokens"
+    return (f"{len(sizes)} books, longest {', '.join(f'{n:,}' for n in sizes[:3])} tokens, "
+            f"median {sizes[len(sizes) // 2]:,}")
 
 
 def window_bits_per_byte(record: Mapping[str, Any]) -> float | None:
@@ -89,10 +102,12 @@ class PG19(Benchmark):
         if k >= session.ctx:
             raise DataError(f"pg19: --lc-pg19-score-last {k} must be smaller than the context {session.ctx}")
         tok = session.tokenizer
+        self.book_tokens: dict[str, int] = {}
         for item in items:
             text = item.fields["text"]
             enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
             ids, offsets = enc["input_ids"], enc["offset_mapping"]
+            self.book_tokens[item.id] = len(ids)
             for start in window_starts(len(ids), session.ctx, self.options.pg19_windows):
                 record_id = f"{item.id}@{start}"
                 if record_id in session.done_ids:
@@ -105,10 +120,13 @@ class PG19(Benchmark):
                     "id": record_id, "benchmark": self.name, "ctx": session.ctx, "book": item.id,
                     "prompt_tokens": len(window), "scored_tokens": k, "nll": result.nll,
                     "bytes": len(scored_text.encode("utf-8")), "ttft_s": result.seconds, "decode_s": None,
-                    "output_tokens": 0, "batch_id": f"{record_id}",
+                    "output_tokens": 0, "batch_id": f"{record_id}", "book_tokens": len(ids),
                 })
             if session.progress:
                 session.progress(1)
+        if self.book_tokens and max(self.book_tokens.values()) < session.ctx:
+            raise unittest.SkipTest(f"pg19 at {session.ctx:,} tokens: no book reaches it ({lengths(self.book_tokens)}); "
+                                    f"pass --lc-data pg19=DIR with books of at least {session.ctx:,} tokens")
 
     def outcomes(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Outcome]:
         """Each window's bits per byte, keyed by book and token offset."""
@@ -126,5 +144,6 @@ class PG19(Benchmark):
             "perplexity": math.exp(nll / tokens) if tokens else None,
             "bits_per_byte": nll / (nbytes * math.log(2)) if nbytes else None,
             "books": len({r["book"] for r in records}), "windows": len(records),
+            "book_tokens": lengths(getattr(self, "book_tokens", {})) or None,
             "score_last": self.options.pg19_score_last,
         }

@@ -1,6 +1,7 @@
 """Context lengths: ``"32k" <-> 32768``.
 
-Test ids use tokens/1024 + "k" (131072 -> ``128k``) so ``-k "32k"`` selects a context length.
+Test ids use tokens/1024 + "k" (131072 -> ``128k``) so ``-k "32k"`` selects a context length, and
+tokens/1024² + "m" for whole multiples of 1,048,576 (``1m``), the label a user types past 512k.
 Plain integers are accepted on input for lengths that are not a multiple of 1024.
 """
 
@@ -10,11 +11,12 @@ import re
 
 from ..errors import LcError
 
-_LABEL = re.compile(r"^\s*(\d+)\s*([kK]?)\s*$")
+_LABEL = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*$")
+_UNITS = {"": 1, "k": 1024, "m": 1024 * 1024}
 
 
 def parse_ctx(text: str | int) -> int:
-    """Parse ``"8k"``, ``"128K"`` or ``"32768"`` into a number of tokens."""
+    """Parse ``"8k"``, ``"128K"``, ``"1m"`` (1,048,576) or ``"32768"`` into a number of tokens."""
     if isinstance(text, int):
         tokens = text
     else:
@@ -22,9 +24,9 @@ def parse_ctx(text: str | int) -> int:
         if not m:
             raise LcError(
                 f"context length {text!r} does not parse: write a number of tokens (32768) "
-                "or thousands of 1024 tokens (32k)"
+                "or thousands of 1024 tokens (32k), or millions of 1024² tokens (1m)"
             )
-        tokens = int(m.group(1)) * (1024 if m.group(2) else 1)
+        tokens = int(m.group(1)) * _UNITS[m.group(2).lower()]
     if tokens <= 0:
         raise LcError(f"context length {text!r} must be positive")
     return tokens
@@ -44,5 +46,7 @@ def parse_ctx_list(text: str) -> list[int]:
 
 
 def ctx_label(tokens: int) -> str:
-    """``32768 -> "32k"``; a length that is not a multiple of 1024 keeps its number."""
+    """``32768 -> "32k"``, ``1048576 -> "1m"``; a length that is not a multiple of 1024 keeps its number."""
+    if tokens % (1024 * 1024) == 0:
+        return f"{tokens // (1024 * 1024)}m"
     return f"{tokens // 1024}k" if tokens % 1024 == 0 else str(tokens)

@@ -41,7 +41,7 @@ def result_inputs(case: Case, session: LcSession, digests: MutableMapping[tuple[
         "tokenizer": spec.tokenizer or spec.source, "dtype": spec.dtype, "rope": spec.rope_for(case.ctx),
         "engine": session.engine_of(spec), "engine_args": dict(sorted(session.engine_args_for(spec).items())),
         "data": session.data_source(case.benchmark, spec, digests).digest, "limit": settings.limit, "version": __version__,
-        **{name: value for name, value in readable.items() if name in bench.reads},
+        **bench.inputs(case.ctx, readable),
     }
 
 

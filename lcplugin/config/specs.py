@@ -60,7 +60,12 @@ class ModelSpec:
     source: str  # hub id, local path, or "builtin:<tiny-name>"
     family: Literal["transformer", "ssm", "hybrid"]
     engine: str
-    max_context: int
+    # the longest context the model was trained (or its card says it was validated) at: past it a test
+    # runs when asked for and is marked ``beyond_window``; running there is the experiment, not an error
+    trained_window: int
+    # where the architecture itself stops (a position scheme undefined beyond a length, e.g. learned
+    # absolute positions): tests past it are skipped; None for RoPE, NoPE and SSM layers, which have none
+    hard_limit: int | None = None
     dtype: str = "bfloat16"
     chat_template: Literal["auto", "on", "off"] = "auto"
     rope_scaling: RopePolicy | None = None
@@ -73,6 +78,7 @@ class ModelSpec:
     default_data: Literal["hub", "synthetic"] = "hub"
     description: str = ""
     path: str = ""  # the spec file, for messages
+    legacy_max_context: bool = False  # written as the older ``max_context``: window and hard limit at once
 
     @property
     def is_builtin_tiny(self) -> bool:
@@ -81,20 +87,27 @@ class ModelSpec:
     def rope_for(self, ctx: int) -> dict[str, Any] | None:
         return self.rope_scaling.resolve(ctx) if self.rope_scaling else None
 
+    def beyond_window(self, ctx: int) -> bool:
+        """Whether a test at ``ctx`` reads past the trained window (it runs, and is marked so)."""
+        return ctx > self.trained_window
+
     def window_at(self, ctx: int) -> int:
-        """The model's window as loaded for a test at ``ctx`` tokens: ``max_context``, or with a RoPE
-        policy what the scaling applied at ``ctx`` reaches (the trained window when none is applied).
+        """The model's window as loaded for a test at ``ctx`` tokens: the trained window (or, with a
+        RoPE policy, what the scaling applied at ``ctx`` reaches: the native window when none is
+        applied), widened to ``ctx`` past it, and never beyond a hard limit.
 
         Ada-LEval fits its prompts to it (``Benchmark.context_window``), and vLLM is loaded with it:
-        vLLM refuses a ``max_model_len`` beyond the (scaled) position embeddings, so ``max_context``
+        vLLM refuses a ``max_model_len`` beyond the (scaled) position embeddings, so the trained window
         would not load where a RoPE policy applies no scaling.
         """
         if self.rope_scaling is None:
-            return self.max_context
-        rope = self.rope_for(ctx)
-        native = self.rope_scaling.original_max_position_embeddings
-        reach = native if rope is None else int(native * rope["factor"])
-        return min(max(reach, ctx), self.max_context)
+            reach = self.trained_window
+        else:
+            rope = self.rope_for(ctx)
+            native = self.rope_scaling.original_max_position_embeddings
+            reach = native if rope is None else int(native * rope["factor"])
+        window = max(reach, ctx)
+        return window if self.hard_limit is None else min(window, self.hard_limit)
 
 
 _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
@@ -102,7 +115,9 @@ _FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "source": (str, True),
     "family": (str, True),
     "engine": (str, True),
-    "max_context": ((int, str), True),
+    "trained_window": ((int, str), False),  # required unless the older max_context is given
+    "hard_limit": ((int, str), False),
+    "max_context": ((int, str), False),
     "dtype": (str, False),
     "chat_template": (str, False),
     "rope_scaling": (dict, False),
@@ -149,6 +164,26 @@ def _rope(path: Path, raw: dict[str, Any]) -> RopePolicy:
     return RopePolicy(type=kind, original_max_position_embeddings=original, factor=factor)  # type: ignore[arg-type]
 
 
+def _windows(path: Path, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``trained_window`` and ``hard_limit``; an older spec's ``max_context`` is read as both, so it
+    skips past it exactly as before (write ``trained_window`` to run past it instead)."""
+    if "max_context" in raw:
+        if "trained_window" in raw or "hard_limit" in raw:
+            raise _fail(path, "max_context", "is the older form of trained_window + hard_limit; give "
+                        "trained_window (and hard_limit only where the architecture has one), not both forms")
+        limit = _ctx(path, "max_context", raw["max_context"])
+        return {"trained_window": limit, "hard_limit": limit, "legacy_max_context": True}
+    if "trained_window" not in raw:
+        raise _fail(path, "trained_window", "is missing; give the context the model was trained at "
+                    "(e.g. trained_window = \"128k\")")
+    window = _ctx(path, "trained_window", raw["trained_window"])
+    limit = _ctx(path, "hard_limit", raw["hard_limit"]) if "hard_limit" in raw else None
+    if limit is not None and limit < window:
+        raise _fail(path, "hard_limit", f"is {raw['hard_limit']!r}, below trained_window {raw['trained_window']!r}; "
+                    "a hard limit is where the architecture stops, at or past the trained window")
+    return {"trained_window": window, "hard_limit": limit}
+
+
 def parse_spec(raw: Mapping[str, Any], path: Path) -> ModelSpec:
     """Validate one spec's data; every error names ``path`` and the field."""
     for key in raw:
@@ -169,7 +204,7 @@ def parse_spec(raw: Mapping[str, Any], path: Path) -> ModelSpec:
                                                    "revision", "requires_gpu", "description") if k in raw}
     kwargs["family"] = _choice(path, "family", raw["family"], FAMILIES)
     kwargs["engine"] = _choice(path, "engine", raw["engine"], registered_engines())
-    kwargs["max_context"] = _ctx(path, "max_context", raw["max_context"])
+    kwargs.update(_windows(path, raw))
     kwargs["dtype"] = _choice(path, "dtype", raw.get("dtype", "bfloat16"), DTYPES)
     kwargs["chat_template"] = _choice(path, "chat_template", raw.get("chat_template", "auto"), CHAT_MODES)
     kwargs["default_data"] = _choice(path, "default_data", raw.get("default_data", "hub"), DATA_DEFAULTS)

@@ -26,6 +26,7 @@ from ..errors import EngineError, LcError, WorkerDied
 from ..models.hub import hub_status, weights_unreachable
 from ..results import baselines, figures
 from ..results.runfolder import RunFolder
+from . import preflight
 from .caches import SessionCaches
 
 SYNTHETIC_DEFAULT_LIMIT = 8
@@ -34,8 +35,11 @@ SYNTHETIC_DEFAULT_LIMIT = 8
 def skip_reason(case: Case, session: LcSession, caches: SessionCaches) -> str | None:
     """Why this test cannot run here, in one line; None when it can."""
     spec = case.spec
-    if case.ctx > spec.max_context:
-        return f"{spec.name}: context {ctx_label(case.ctx)} exceeds the model's maximum {ctx_label(spec.max_context)}"
+    if spec.hard_limit is not None and case.ctx > spec.hard_limit:
+        how = ("max_context, read as a hard limit; write trained_window instead to run past it"
+               if spec.legacy_max_context else "hard_limit: the architecture is undefined beyond it")
+        return (f"{spec.name}: context {ctx_label(case.ctx)} is past the model's hard limit "
+                f"{ctx_label(spec.hard_limit)} (spec {Path(spec.path).name} field {how})")
     if spec.trust_remote_code and not session.settings.allow_remote_code:
         return (f"{spec.name}: spec {Path(spec.path).name} sets trust_remote_code, which runs the model "
                 "repository's own Python code; pass --lc-allow-remote-code to allow it")
@@ -98,7 +102,13 @@ def run_case(case: Case, session: LcSession, run: RunFolder, caches: SessionCach
         pytest.skip(reason)
     pytest_config = node.config if node is not None else None
     try:
-        return _run(case, session, run, caches, engines, benchmark_fixture, record_property, pytest_config)
+        config = engine_config(case, session)
+        current = engines.current
+        memory = preflight.check(case, session, config, {current.pid} if current is not None and current.alive else set())
+        if memory.skip:  # before the model loads: one line naming the figures, not an out-of-memory error
+            pytest.skip(memory.skip)
+        return _run(case, session, run, caches, engines, benchmark_fixture, record_property, pytest_config, config,
+                    memory)
     except WorkerDied as exc:
         engines.discard()
         message, detail = str(exc), exc.detail
@@ -116,10 +126,10 @@ def run_case(case: Case, session: LcSession, run: RunFolder, caches: SessionCach
 
 
 def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, engines: EngineManager,
-         benchmark_fixture: Any, record_property: Any, pytest_config: Any) -> dict[str, Any]:
+         benchmark_fixture: Any, record_property: Any, pytest_config: Any, config: EngineConfig,
+         memory: preflight.Preflight) -> dict[str, Any]:
     bench = get_benchmark(case.benchmark, session.settings.bench)
     sampling = bench.sampling(session.settings.sampling == "greedy")
-    config = engine_config(case, session)
     tokenizer = caches.tokenizer(config)
     source = session.data_source(case.benchmark, case.spec, caches.digests)
     limit = session.settings.limit
@@ -139,8 +149,10 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
     resumed = len(records)  # items a killed run already did: not part of this wall time
     batch_prefix = f"{worker.pid}-{time.time_ns()}"  # batch ids are unique within one worker's life
 
+    beyond = case.spec.beyond_window(case.ctx)
+
     def emit(record: dict[str, Any]) -> None:
-        record = {"model": case.spec.name, **record, "test_key": test_key_,
+        record = {"model": case.spec.name, **record, "test_key": test_key_, "beyond_window": beyond,
                   "batch_key": f"{batch_prefix}:{record.get('batch_id')}"}
         store.append(case.benchmark, case.spec.name, case.ctx, record)
         records.append(record)
@@ -182,6 +194,7 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
     summary = summarize(records, {
         "benchmark": case.benchmark, "model": case.spec.name, "ctx": case.ctx, "ctx_label": ctx_label(case.ctx),
         "family": case.spec.family, "engine": config.engine, "test": case.id, "wall_s": wall,
+        "trained_window": case.spec.trained_window, "beyond_window": beyond,
         "items_run": len([r for r in records[resumed:] if not r.get("skipped")]),
         "worker": engines.worker, "engine_load_s": load_s,
         # peak_mem_gb is the torch allocator's peak, and peak_mem_what says what it holds under this engine
@@ -195,12 +208,18 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
         "energy_j_per_item": (tele["energy_j"] / len(records)) if tele.get("energy_j") and records else None,
         "peak_rss_gb": tele.get("rss_peak_gb"), "device": tele.get("device"),
         "cpu_threads": tele.get("cpu_threads"), "engine_settings": engine_settings,
-        "unmeasured": tele.get("why", {}),
+        "unmeasured": {**tele.get("why", {}), **({"mem_estimate_gb": memory.why} if memory.why else {})},
+        # the preflight's estimate beside the measured peak, with its parts (engines/memory.py)
+        "mem_estimate_gb": memory.cell.total / 1e9 if memory.cell else None,
+        "mem_estimate": memory.cell.as_summary() if memory.cell else None,
         "data": source.describe(), "data_digest": source.digest,
         "sampling": {"temperature": sampling.temperature, "max_new_tokens": sampling.max_new_tokens},
         "rope": dict(config.rope) if config.rope else None, "protocol": session.settings.bench.as_dict(),
         **bench.aggregate(records),
     })
+    late = preflight.compare(summary)  # every run checks the estimate against what it measured
+    if late:
+        warnings.warn(preflight.MemoryEstimateWarning(late), stacklevel=2)
     for figure in figures.FIGURES:  # every figure in every summary: None where this test measured none
         summary.setdefault(figure.key, None)
     return _finish(case, session, run, summary, benchmark_fixture, record_property, bench, records,
@@ -237,6 +256,8 @@ def _finish(case: Case, session: LcSession, run: RunFolder, summary: dict[str, A
         for message in verdict.warnings:  # like pytest-benchmark's when a comparison crosses machines
             warnings.warn(baselines.BaselineMachineWarning(message), stacklevel=2)
     run.put_test(summary)
+    record_property("lc_beyond_window", summary.get("beyond_window", False))  # past the trained window: marked everywhere
+    benchmark_fixture.extra_info["beyond_window"] = summary.get("beyond_window", False)
     for figure in figures.reaching("recorded"):  # JUnit properties lc_<key> and pytest-benchmark's extra_info
         record_property(f"lc_{figure.key}", summary.get(figure.key))
         benchmark_fixture.extra_info[figure.key] = summary.get(figure.key)

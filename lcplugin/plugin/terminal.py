@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from ..config.contexts import ctx_label
 from ..results import figures
 from ..results.runfolder import RunFolder
 
@@ -26,6 +27,10 @@ def write_summary(terminalreporter: Any, run: RunFolder, config: pytest.Config) 
             delta = b.get("delta_accuracy")
             vs = f"{figures.show(delta, '+.3f', '-')} {b.get('status')}"
         name = f"{s['benchmark']}[{s['test']}]" + (f" budget={s['budget']}" if s.get("budget") else "")
+        if s.get("fill") == "full":  # LongBench-v2 past 128k: how many items filled the context, of how many
+            name += f" fill=full({s.get('n', 0)}/{s.get('n', 0) + (s.get('skipped_underfill') or 0)})"
+        if s.get("beyond_window"):  # ran past the model's trained window: the experiment, marked in every row
+            name += f" beyond-window({ctx_label(s['trained_window'])})"
         tr.write_line(" ".join([f"{name:<44}", *(f.terminal_cell(s) for f in columns),
                                 f"{s.get('worker') or '-':>6}", f"{vs:>18}"]))
     loads = run.store.meta.get("engine_loads", [])

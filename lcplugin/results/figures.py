@@ -129,6 +129,10 @@ FIGURES: tuple[Figure, ...] = (
     Figure("peak_mem_gb", "peak GPU memory, torch allocator (GB)", "GB", "lower", gated=True, plot="linear",
            terminal=Column("mem_gb", ".2f", 7), markdown=Column("peak mem GB", ".2f"), recorded=True,
            tracked=True),
+    # the memory preflight's estimate, made before the model loaded (engines/memory.py), beside the measured peak
+    Figure("mem_estimate_gb", "estimated peak memory, before loading: weights + KV + states + activations (GB)",
+           "GB", recorded=True, tracked=True),
+    Figure("mem_estimate_error", "memory estimate / measured peak - 1 (vLLM: its own count)", "", recorded=True),
     # vLLM pre-allocates its pool (peak_mem_gb holds it): what the test's sequences needed (engines/vllm.py)
     Figure("mem_used_gb", "GPU memory the test needed: weights + KV blocks held (GB)", "GB", "lower", plot="linear",
            recorded=True),

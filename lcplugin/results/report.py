@@ -65,6 +65,7 @@ def plot(tests: list[dict[str, Any]], benchmark: str, figure: Figure, out: Path,
                             color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(ticks), [ctx_label(x) for x in sorted(ticks)])
+    shaded = _shade_beyond_window(ax, lines)
     ax.minorticks_off()
     if figure.plot == "log":
         ax.set_yscale("log")
@@ -72,7 +73,8 @@ def plot(tests: list[dict[str, Any]], benchmark: str, figure: Figure, out: Path,
         ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel(label)
-    ax.set_title(f"{benchmark}: {label}" + (" (band: Wilson 95 %)" if band else ""), fontsize=10)
+    ax.set_title(f"{benchmark}: {label}" + (" (band: Wilson 95 %)" if band else "")
+                 + (" (shaded: past the model's trained window)" if shaded else ""), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
@@ -80,6 +82,22 @@ def plot(tests: list[dict[str, Any]], benchmark: str, figure: Figure, out: Path,
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _shade_beyond_window(ax: Any, lines: dict[str, list[dict[str, Any]]]) -> bool:
+    """Shade, in each line's colour, the contexts past its model's trained window, with a dashed line at
+    the window, where the line has points past it: those cells ran beyond what the model was trained
+    for, which is the experiment, and a reader must see where it starts. Returns whether any was shaded."""
+    lo, hi = ax.get_xlim()
+    shaded = False
+    for line, rows in zip(ax.get_lines(), lines.values(), strict=True):
+        windows = {r["trained_window"] for r in rows if r.get("beyond_window") and r.get("trained_window")}
+        for window in windows:
+            ax.axvspan(window, hi, color=line.get_color(), alpha=0.08, linewidth=0)
+            ax.axvline(window, color=line.get_color(), linestyle="--", linewidth=0.8, alpha=0.7)
+            shaded = True
+    ax.set_xlim(lo, hi)
+    return shaded
 
 
 def markdown(tests: list[dict[str, Any]], images: dict[str, list[Path]]) -> str:
@@ -94,10 +112,15 @@ def markdown(tests: list[dict[str, Any]], images: dict[str, list[Path]]) -> str:
                 "| --- | --- | --- |" + (" --- |" if budget else "") + " --- |" * len(columns)]
         for t in rows:
             shown = f" {t.get('budget') or '–'} |" if budget else ""
-            out.append(f"| {t['model']} | {t['run_id']} | {ctx_label(t['ctx'])} |{shown}"
+            ctx = ctx_label(t["ctx"]) + (" †" if t.get("beyond_window") else "")
+            out.append(f"| {t['model']} | {t['run_id']} | {ctx} |{shown}"
                        + "".join(f" {f.markdown_cell(t)} |" for f in columns))
         out.append("")
         out += [f"![{p.stem}]({p.name})" for p in images.get(bench, [])]
+        out.append("")
+    if any(t.get("beyond_window") for t in tests):
+        out.append("† past the model's trained window (its spec's `trained_window`; shaded in the plots): "
+                   "run on request, the experiment rather than an error.")
         out.append("")
     out.append("Missing figures (–) were not measured (memory on CPU, accuracy for PG-19), never zero.")
     return "\n".join(out) + "\n"

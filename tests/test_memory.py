@@ -1,0 +1,122 @@
+"""The memory preflight (issue 16, item 2): what a test needs, estimated from the config before the model
+loads, against the device's free memory. Checked against the issue's per-token KV sizes, the H200
+reference run's measured peaks (BENCHMARKS.md) and, on CPU, a faked free memory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lcplugin.engines import prefill
+from lcplugin.engines.layouts import resolve_prefill_chunk
+from lcplugin.engines.memory import GIB, ModelMemory, hf_memory, mamba_ssm_memory, meta_weights
+from lcplugin.models.random_models import SHAPES, hf_config
+
+KIB = 1024
+
+
+@pytest.mark.parametrize(("shape", "per_token"), [
+    ("llama-3.1-8b", 128 * KIB), ("qwen2.5-7b", 56 * KIB), ("nemotron-h-8b", 16 * KIB),  # the issue's figures
+    ("jamba-reasoning-3b", 4 * KIB),  # 2 attention layers x 4 KV heads x 128 x 2 x 2 bytes
+    ("zamba2-7b", 13 * 32 * 224 * 2 * 2),  # 13 shared-attention applications, each its own cache
+    ("mamba-2.8b-hf", 0)])
+def test_kv_cache_per_token(shape, per_token):
+    assert hf_memory(hf_config(shape), 2)[0] == per_token
+
+
+def test_kv_cache_agrees_with_what_vllm_held():
+    # BENCHMARKS.md, vLLM at 128k (131,072 tokens of blocks): Zamba2 48.99 GB, Jamba 0.54 GB, Llama 17.18 GB
+    for shape, held in (("zamba2-7b", 48.99e9), ("jamba-reasoning-3b", 0.54e9), ("llama-3.1-8b", 17.18e9)):
+        assert hf_memory(hf_config(shape), 2)[0] * 131072 == pytest.approx(held, rel=0.02), shape
+
+
+def _model(shape: str) -> ModelMemory:
+    spec = SHAPES[shape]
+    if spec["format"] == "hf":
+        config = hf_config(shape)
+        kv, states, act = hf_memory(config, 2)
+        chunk = prefill.choose_chunk(config, "cuda", None)[0]
+        return ModelMemory(meta_weights(config, 2), kv, states, act, chunk, "meta")
+    weights, kv, states, act = mamba_ssm_memory(spec["config"], 2)
+    return ModelMemory(weights, kv, states, act, resolve_prefill_chunk(spec["config"], None)[0], "shapes")
+
+
+def test_llama_at_1m_names_the_issue_figures():
+    cell = _model("llama-3.1-8b").at(1048576)
+    assert cell.parts().startswith("KV cache 128.0 GiB + weights 15.0 GiB + activations 1.8 GiB")
+    assert "(16,384-token forwards)" in cell.parts()
+
+
+# torch peak GB on the H200, hf engine unless noted (BENCHMARKS.md, 2026-11-28): prompt tokens -> GB
+MEASURED = {
+    "llama-3.1-8b": {8063: 18.1, 32639: 22.3, 130943: 35.2},
+    "qwen2.5-7b": {8063: 16.9, 32640: 19.5, 130944: 25.1},
+    "mamba-2.8b-hf": {8064: 6.5, 32640: 9.2, 130944: 19.9},
+    "mamba-codestral-7b": {8064: 16.1, 32640: 19.0, 130944: 27.3},  # mamba_ssm engine
+    "jamba-reasoning-3b": {8064: 7.3, 32640: 9.8, 130944: 19.8},
+    "nemotron-h-8b": {8064: 18.1, 32640: 23.3, 130944: 38.5},
+    "zamba2-7b": {8064: 19.8, 32640: 33.9, 130944: 90.4},
+}
+
+
+@pytest.mark.parametrize("shape", sorted(MEASURED))
+def test_estimate_within_15_percent_of_the_measured_peaks(shape):
+    model = _model(shape)
+    for tokens, peak in MEASURED[shape].items():
+        estimate = model.at(tokens, 128).total / 1e9
+        assert estimate == pytest.approx(peak, rel=0.15), (tokens, estimate, peak)
+
+
+def _case(tmp_path: Path, shape: str, ctx: int):
+    from lcplugin.config.session import Case, LcSession
+    from lcplugin.config.settings import Settings
+    from lcplugin.plugin.runner import engine_config
+
+    from .conftest import REPO
+
+    hf_config(shape).save_pretrained(tmp_path / shape)  # a config, no weights: counted on the meta device
+    specs = tmp_path / "specs"
+    specs.mkdir(exist_ok=True)
+    (specs / "m.toml").write_text(f'name = "{shape}"\nsource = "{tmp_path / shape}"\nfamily = "transformer"\n'
+                                  'engine = "hf"\ntrained_window = "128k"\nengine_args = { device = "cuda" }\n')
+    session = LcSession(Settings(models=shape, specs_dirs=(specs,)), REPO)
+    case = Case("longbench_v2", session.selected[0], ctx)
+    return case, session, engine_config(case, session)
+
+
+def test_a_test_that_cannot_fit_is_skipped_naming_the_figures(tmp_path, monkeypatch):
+    from lcplugin.plugin import preflight
+
+    case, session, config = _case(tmp_path, "llama-3.1-8b", 1048576)
+    monkeypatch.setenv(preflight.FREE_ENV, "139.8")
+    result = preflight.check(case, session, config, set())
+    assert result.skip == ("llama-3.1-8b 1m: KV cache 128.0 GiB + weights 15.0 GiB + activations 1.8 GiB "
+                           "(16,384-token forwards) = 144.8 GiB > 139.8 GiB free on cuda (LCPLUGIN_FREE_GIB=139.8) "
+                           "(memory preflight)")
+    fits = preflight.check(type(case)(case.benchmark, case.spec, 524288), session, config, set())
+    assert fits.skip is None and fits.cell.total < 139.8 * GIB
+
+
+def test_an_estimate_that_cannot_be_made_never_stops_a_test(tmp_path):
+    from lcplugin.plugin import preflight
+
+    case, session, config = _case(tmp_path, "llama-3.1-8b", 8192)
+    (tmp_path / "llama-3.1-8b" / "config.json").unlink()
+    result = preflight.check(case, session, config, set())
+    assert result.cell is None and result.skip is None and result.why.startswith("no estimate: ")
+
+
+@pytest.mark.slow
+def test_preflight_skips_before_loading_and_records_the_estimate(run_benches):
+    args = ("-rs", "--lc-models", "tiny-llama", "--lc-ctx", "1k", "--lc-limit", "1", "-k", "longbench_v2")
+    starved = run_benches(*args, env={"LCPLUGIN_FREE_GIB": "0.001"})
+    starved.assert_outcomes(skipped=1)
+    assert "tiny-llama 1k: " in starved.stdout and "GiB > 0.0 GiB free on cpu (LCPLUGIN_FREE_GIB=0.001)" in starved.stdout
+    assert "engine loads: " not in starved.stdout  # skipped before any model loaded
+    ran = run_benches(*args)
+    ran.assert_outcomes(passed=1)
+    test = json.loads((ran.run_dirs()[-1] / "summary.json").read_text())["tests"][0]  # the first run: its own folder
+    assert 0 < test["mem_estimate_gb"] < 0.1 and test["mem_estimate"]["kv_per_token"] == 2 * 1 * 64 * 2 * 4
+    assert test["mem_estimate_error"] is None  # no torch peak on a CPU to check it against
