@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import EngineError
-from .prefill import MAMBA2_FAMILY, NEVER_CHUNKED, _configs, cache_argument
+from .prefill import MAMBA1_FAMILY, MAMBA2_FAMILY, attention_configs, cache_argument
 
 DECODE_ATTN = "lcplugin_decode_sdpa"
 ATTENTIONS = ("gqa", "transformers")
@@ -80,7 +80,7 @@ def attention(model: Any, kind: str) -> Iterator[None]:
     Swapped only around decoding, so the chunked prefill, which swaps ``"sdpa"`` for its own attention,
     still finds ``"sdpa"``; every decode (and each compile's warm-up) sees the same name, so a compiled
     step is traced once."""
-    configs = [c for c in _configs(model) if getattr(c, "_attn_implementation_internal", None) == "sdpa"]
+    configs = [c for c in attention_configs(model) if getattr(c, "_attn_implementation_internal", None) == "sdpa"]
     if kind != "gqa" or not configs:
         yield
         return
@@ -103,7 +103,7 @@ def why_not_compiled(model: Any) -> str | None:
     if cache_argument(model) == "cache_params":
         return (f"{family} keeps its recurrent state in cache_params, a DynamicCache, and generate compiles only "
                 "over a static cache; no captured decode for it here yet")
-    if family in MAMBA2_FAMILY | NEVER_CHUNKED:
+    if family in MAMBA2_FAMILY | MAMBA1_FAMILY:
         return (f"{family} mixes Mamba state with KV layers; the engine's static, compiled decode covers attention "
                 "models only until a GPU run checks the hybrid one (cache='static' is refused)")
     return None
@@ -113,7 +113,7 @@ def decode_path(model: Any, cache: str, compiled: bool, loop: str, attn: str) ->
     """(what one decode step runs, why): recorded in every summary, so a slow hybrid says what limits it."""
     step = f"{'compiled' if compiled else 'eager'} step over a {cache} cache"
     uses_gqa = attn == "gqa" and any(getattr(c, "_attn_implementation_internal", None) == "sdpa"
-                                     for c in _configs(model))
+                                     for c in attention_configs(model))
     parts = [step, "GQA-native decode attention" if uses_gqa else "transformers' decode attention",
              "engine loop" if loop == "engine" else "generate loop"]
     blocker = why_not_compiled(model)
@@ -152,7 +152,7 @@ def choose_loop(model: Any, requested: Any, eos_ids: Sequence[int]) -> tuple[str
     family = cfg.model_type
     sliding = "sliding_attention" in (getattr(cfg, "layer_types", None) or []) or bool(
         getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True))
-    if cache_argument(model) != "past_key_values" or family in MAMBA2_FAMILY | NEVER_CHUNKED or sliding:
+    if cache_argument(model) != "past_key_values" or family in MAMBA2_FAMILY | MAMBA1_FAMILY or sliding:
         raise EngineError(f"decode_loop='engine' refused for model type {family!r}: the engine loop decodes models of "
                           "full attention layers only (one mask for all); use decode_loop='generate'")
     extra = extra_processors(model, eos_ids)

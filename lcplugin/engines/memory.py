@@ -139,9 +139,9 @@ def _mamba_dims(config: Any) -> tuple[int, int, int, int] | None:
         state = int(_get(config, "state_size", "mamba_d_state"))
         conv = int(_get(config, "conv_kernel", "mamba_d_conv", default=4))
         return d_inner, d_inner * state, d_inner * conv, 2 * d_inner
-    from .prefill import _ssd_width
+    from .prefill import ssd_width
 
-    width = _ssd_width(config)
+    width = ssd_width(config)
     if width is None:
         return None
     if t == "mamba2":

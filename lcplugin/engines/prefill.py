@@ -41,7 +41,7 @@ MAMBA2_FAMILY = frozenset({"mamba2", "nemotron_h", "zamba2", "bamba", "falcon_h1
 _ATTN_NAME = "lcplugin_chunked_sdpa"
 
 
-def _ssd_width(config: Any) -> int | None:
+def ssd_width(config: Any) -> int | None:
     """d_in_proj = 2*d_inner + 2*n_groups*d_state + n_heads, read from each family's config names."""
     t = config.model_type
     h = config.hidden_size
@@ -64,7 +64,7 @@ def _ssd_width(config: Any) -> int | None:
     return 2 * d_inner + 2 * groups * state + heads
 
 
-def _mamba1_width(config: Any) -> int | None:
+def mamba1_width(config: Any) -> int | None:
     """The Mamba-1 in_proj width, 2*d_inner (Mamba-2.8B, Jamba-Reasoning-3B: 10,240)."""
     t = config.model_type
     if t in ("mamba", "falcon_mamba"):
@@ -77,7 +77,7 @@ def _mamba1_width(config: Any) -> int | None:
 def kernel_token_limit(config: Any) -> int | None:
     """Longest safe forward for mamba-ssm's SSD kernels (int32 offsets into the in_proj output),
     with a margin; None for models without those kernels."""
-    width = _ssd_width(config)
+    width = ssd_width(config)
     return None if width is None else ssd_token_limit(width)
 
 
@@ -90,13 +90,13 @@ def choose_chunk(config: Any, device: str, requested: Any) -> tuple[int, str]:
         return chunk, "requested" if chunk else "requested: one forward"
     if not device.startswith("cuda"):
         return 0, "automatic: one forward on CPU"
-    width = _mamba1_width(config)
+    width = mamba1_width(config)
     if width is not None:  # issue 16: Mamba-2.8B's in_proj output passes 2^31 elements at about 209k tokens
         return ssd_token_limit(width), (f"automatic: keeps the Mamba-1 in_proj output ({width} per token) under "
                                         f"2^31 elements, with a margin of {CHUNK_MARGIN:g}; scans carried across chunks")
     limit = kernel_token_limit(config)
     if limit is not None:
-        return limit, (f"automatic: mamba-ssm SSD kernels overflow int32 past 2^31/{_ssd_width(config)} tokens; "
+        return limit, (f"automatic: mamba-ssm SSD kernels overflow int32 past 2^31/{ssd_width(config)} tokens; "
                        f"{CHUNK_MARGIN:g} of that, a multiple of {SSD_CHUNK}")
     return ATTENTION_CHUNK, "automatic: attention model on CUDA, ATTENTION_CHUNK keeps the activation peak small"
 
@@ -218,7 +218,9 @@ def _register() -> None:
         pass
 
 
-def _configs(model: Any) -> list[Any]:
+def attention_configs(model: Any) -> list[Any]:
+    """Every config in the model that carries an attention implementation (nested text or decoder
+    configs included): what switching the attention must set, and what a check must read."""
     seen: dict[int, Any] = {id(model.config): model.config}
     for module in model.modules():
         cfg = getattr(module, "config", None)
@@ -246,7 +248,7 @@ def _chunk_attention(model: Any) -> Iterator[None]:
         yield
         return
     _register()
-    configs = _configs(model)
+    configs = attention_configs(model)
     saved = [getattr(c, "_attn_implementation_internal", None) for c in configs]
     try:
         for c in configs:
