@@ -46,7 +46,7 @@ class _TokenizerState:
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
         self.ids: dict[str, list[int]] = {}
-        self.seq_lens: dict[str, list[int]] = {}
+        self.seq_sums: dict[str, list[int]] = {}
         self.checked: dict[str, int] = {}
         self.literal: set[str] = set()
         self.anchor = tokenizer.encode("\n", add_special_tokens=False)
@@ -63,12 +63,15 @@ class _TokenizerState:
         return [self.ids[t] for t in texts]
 
     def seq_prefix(self, seq: rt.UnitSeq, upto: int) -> list[int]:
-        """Running token counts of a haystack sequence's first ``upto`` units (prefix[i] = tokens of units < i)."""
-        lens = self.seq_lens.setdefault(seq.key, [])
-        if len(lens) < upto:
-            more = [seq.unit(i) for i in range(len(lens), max(upto, 2 * len(lens), 1024))]
-            lens.extend(len(ids) for ids in self.unit_ids(more))
-        return [0, *accumulate(lens[:upto])]
+        """Running token counts of a haystack sequence's units (prefix[i] = tokens of units < i), at least
+        ``upto`` + 1 of them; extended as needed, never recomputed. A sequence without a key (one sample's
+        own words) keeps them on itself, not in the tokenizer's state."""
+        sums = self.seq_sums.setdefault(seq.key, [0]) if seq.key else seq.__dict__.setdefault("sums", [0])
+        if len(sums) <= upto:
+            more = [seq.unit(i) for i in range(len(sums) - 1, max(upto, 2 * len(sums), 1024))]
+            sums.extend(accumulate((len(ids) for ids in self.unit_ids(more)), initial=sums[-1]))
+            del sums[len(sums) - len(more) - 1]  # the initial value repeated
+        return sums
 
 
 _STATES: weakref.WeakKeyDictionary[Any, _TokenizerState] = weakref.WeakKeyDictionary()
@@ -163,11 +166,19 @@ class PromptMaker:
         inserted = sum(len(i) for i in st.unit_ids([t for _, t in d.inserts]))
         if d.bag is not None:
             bag = d.bag(n)
-            return sum(len(ids) * m for ids, (_, m) in zip(st.unit_ids([t for t, _ in bag]), bag, strict=True))
+            words = sum(len(ids) * m for ids, (_, m) in zip(st.unit_ids([t for t, _ in bag]), bag, strict=True))
+            if d.listed is not None:
+                words += d.listed_times * self.state.seq_prefix(d.listed, n)[n]
+            return words + (self.numbers_prefix(d.numbered(n))[d.numbered(n)] if d.numbered else 0)
         if d.repeat is not None:
             return inserted + n * len(st.unit_ids([d.repeat])[0])
         prefix = st.seq_prefix(d.seq, d.start + n)
         return inserted + prefix[d.start + n] - prefix[d.start]
+
+    def numbers_prefix(self, entries: int) -> list[int]:
+        """Running token counts of a numbered list's labels "1.", " 2.", ... " <entries>." (kept per tokenizer)."""
+        labels = rt.NumberLabels()
+        return self.state.seq_prefix(labels, entries)
 
     def fit(self, d: rt.Draft, room: int) -> int | None:
         """The largest haystack size whose context fits ``room`` tokens, None if not even the needles do."""

@@ -148,6 +148,15 @@ class NeedlePool(UnitSeq):
         return self.blocks[b][i % self.BLOCK]
 
 
+class NumberLabels(UnitSeq):
+    """The labels of a numbered list as units: "1." then " 2.", " 3.", ... (common words' list)."""
+
+    key = "numbers"
+
+    def unit(self, i: int) -> str:
+        return f" {i + 1}." if i else "1."
+
+
 @dataclass
 class Draft:
     """One sample before its haystack size ``n`` is known (see the module docstring)."""
@@ -162,7 +171,10 @@ class Draft:
     seq: UnitSeq | None = None  # or a sequence of haystack units (essay sentences, distractor needles)
     start: int = 0  # where in ``seq`` this sample's haystack starts
     inserts: list[tuple[float, str]] = field(default_factory=list)  # (fraction of the haystack, unit)
-    bag: Callable[[int], list[tuple[str, int]]] | None = None  # cwe/fwe: the multiset of units for n
+    bag: Callable[[int], list[tuple[str, int]]] | None = None  # cwe/fwe: the multiset of word units for n
+    numbered: Callable[[int], int] | None = None  # cwe: how many numbered entries (" 2.", " 3.", ...) for n
+    listed: UnitSeq | None = None  # cwe: the uncommon words, of which the first n are in the list ...
+    listed_times: int = 0  # ... each this many times
     order: Callable[[int], list[str]] | None = None  # cwe/fwe: the units for n, in order
     shorter: Draft | None = None  # the same sample without its few-shot example, where that does not fit
 
@@ -286,11 +298,17 @@ def cwe(rng: random.Random, ctx: int) -> Draft:
                 seen.add(i)
                 uncommon.append(pseudo_word(i, syllables))
 
+    class Uncommon(UnitSeq):
+        def unit(self, i: int) -> str:
+            extend(i + 1)
+            return " " + uncommon[i] if i < len(uncommon) else ""
+
     def bag(n: int) -> list[tuple[str, int]]:
+        return [(" " + w, f_cw) for w in common]
+
+    def numbered(n: int) -> int:
         extend(n)
-        words = [(" " + w, f_cw) for w in common] + [(" " + w, f_ucw) for w in uncommon[:n]]
-        entries = 10 * f_cw + len(uncommon[:n]) * f_ucw
-        return words + [(f" {i}.", 1) for i in range(2, entries + 1)] + [("1.", 1)]
+        return 10 * f_cw + len(uncommon[:n]) * f_ucw
 
     shuffle_seed = rng.getrandbits(64)
 
@@ -304,7 +322,7 @@ def cwe(rng: random.Random, ctx: int) -> Draft:
     before, _, after = body.partition("\0")
     example = CWE.format(context=_numbered(ex_list)) + CWE_PREFIX + " " + _numbered(example_words[:10])
     draft = Draft(before=example + "\n" + before, after=after, answer_prefix=CWE_PREFIX, answers=common, depth=None,
-                  newline=False, bag=bag, order=order)
+                  newline=False, bag=bag, numbered=numbered, order=order, listed=Uncommon(), listed_times=f_ucw)
     draft.shorter = Draft(**{**draft.__dict__, "before": before, "shorter": None})
     return draft
 
