@@ -18,6 +18,7 @@ from lcplugin.benchmarks.base import (
     EvalSession,
     get_benchmark,
 )
+from lcplugin.benchmarks.ruler_tasks import NEW_TOKENS
 from lcplugin.engines.base import Completion
 
 
@@ -45,7 +46,7 @@ def test_a_benchmark_reads_only_the_options_it_declares(name):
     from lcplugin.models.tiny import build_tokenizer
 
     spy = _Spy(BenchOptions(mode="cot", budget="official", overlength="skip", select=(("length", ("short", "long")),),
-                            pg19_windows=2, pg19_score_last=50))
+                            pg19_windows=2, pg19_score_last=50, ruler_depths=3))
     bench = get_benchmark(name)
     bench.options = spy  # type: ignore[assignment]
     assert bench.reads <= READABLE
@@ -86,7 +87,9 @@ def test_each_benchmark_declares_its_budget_and_the_plan_prices_the_largest(monk
 
     budgets = {mode: {name: get_benchmark(name, BenchOptions(mode=mode)).new_tokens() for name in BENCHMARKS}
                for mode in ("0shot", "cot", "nocontext")}
-    assert budgets["cot"] == {"longbench_v2": 1152, "ada_leval_bestanswer": 128, "ada_leval_tsort": 128, "pg19": 0}
+    ruler = {f"ruler_{t}": n for t, n in NEW_TOKENS.items()}  # RULER's tokens_to_generate, whatever the mode
+    assert budgets["cot"] == {"longbench_v2": 1152, "ada_leval_bestanswer": 128, "ada_leval_tsort": 128, "pg19": 0,
+                              **ruler}
     assert budgets["0shot"] == budgets["nocontext"] == {**budgets["cot"], "longbench_v2": 128}
     zero_shot = LcSession(Settings(models="tiny-llama", limit=2), REPO)
     cot = LcSession(Settings(models="tiny-llama", limit=2, bench=BenchOptions(mode="cot")), REPO)

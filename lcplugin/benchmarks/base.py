@@ -14,6 +14,7 @@ from typing import Any
 
 from ..engines.base import Completion, SamplingSettings
 from ..errors import DataError, LcError
+from .ruler_tasks import TASKS as RULER_TASKS
 from .truncation import PromptBuilder
 
 # name -> "module:Class"; imported on first use.
@@ -22,9 +23,11 @@ BENCHMARKS: dict[str, str] = {
     "ada_leval_bestanswer": "lcplugin.benchmarks.ada_leval:BestAnswer",
     "ada_leval_tsort": "lcplugin.benchmarks.ada_leval:TSort",
     "pg19": "lcplugin.benchmarks.pg19:PG19",
+    **{f"ruler_{task}": f"lcplugin.benchmarks.ruler:Ruler_{task}" for task in RULER_TASKS},
 }
-# the --lc-data key of each benchmark (both Ada-LEval tasks read one folder)
-DATA_KEYS = {"ada_leval_bestanswer": "ada_leval", "ada_leval_tsort": "ada_leval"}
+# the --lc-data key of each benchmark (both Ada-LEval tasks read one folder, the RULER tasks one haystack)
+DATA_KEYS = {"ada_leval_bestanswer": "ada_leval", "ada_leval_tsort": "ada_leval",
+             **{f"ruler_{task}": "ruler_haystack" for task in RULER_TASKS}}
 # every key --lc-data accepts; anything else is a typo, refused at configure time
 DATA_KEY_NAMES = tuple(sorted({DATA_KEYS.get(name, name) for name in BENCHMARKS}))
 
@@ -88,6 +91,8 @@ class BenchOptions:
                                 parse=whole_number(1, "--lc-pg19-windows 10"))
     pg19_score_last: int = _option(100, "PG-19: score the last K tokens of each window (default 100)", metavar="K",
                                    parse=whole_number(1, "--lc-pg19-score-last 100"))
+    ruler_depths: int = _option(10, "RULER: needle depths spread evenly from the haystack's start to its end "
+                                "(default 10)", metavar="N", parse=whole_number(1, "--lc-ruler-depths 10"))
 
     def as_dict(self) -> dict[str, Any]:
         """Every option as JSON writes it (``select`` as ``{field: [values]}``)."""
