@@ -7,12 +7,16 @@ scans are continued from the carried state (engines/mamba1_carry.py, tests/test_
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from lcplugin.engines import prefill
 from lcplugin.engines.base import EngineConfig, SamplingSettings
 from lcplugin.errors import EngineError
 from lcplugin.models.tiny import materialize
+
+from .suite_runs import CHUNKED, ONE_FORWARD, STATIC, BenchRun
 
 CHUNK = 300
 PROMPT = 1000  # four chunks of 300 (the last one 100)
@@ -35,14 +39,13 @@ def _prompt(n: int = PROMPT, seed: int = 5) -> list[int]:
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-mamba2", "tiny-zamba2", "tiny-nemotron-h", "tiny-mamba",
                                   "tiny-jamba"])
-def test_chunked_forward_gives_the_logits_of_one_forward(name, monkeypatch):
+def test_chunked_forward_gives_the_logits_of_one_forward(name, monkeypatch, tiny_model):
     import torch
-    from transformers import AutoModelForCausalLM
 
     calls = []
     real = prefill.chunk_attention
     monkeypatch.setattr(prefill, "chunk_attention", lambda *a, **k: calls.append(a[1].shape[2]) or real(*a, **k))
-    model = AutoModelForCausalLM.from_pretrained(str(materialize(name)), dtype=torch.float32).eval()
+    model = tiny_model(name)
     ids = torch.tensor([_prompt()])
     with torch.inference_mode():
         whole = model(ids).logits[0, -1].float()
@@ -100,41 +103,32 @@ def test_automatic_chunk_follows_the_family_and_device():
         assert prefill.choose_chunk(mamba1, "cuda", 4096) == (4096, "requested")
 
 
-def _records(results, bench: str) -> dict[str, dict]:
-    import json
-
-    (run,) = [p for p in results.iterdir() if p.is_dir()]
+def _records(run: BenchRun, bench: str, model: str | None = None) -> dict[str, dict]:
     out = {}
-    for path in sorted((run / "records" / bench).glob("*.jsonl")):
+    for path in sorted((run.run_dir() / "records" / bench).glob(f"{model or '*'}-*.jsonl")):
         for line in path.read_text().splitlines():
             row = json.loads(line)
             out[f"{path.stem}/{row['id']}"] = row
     return out
 
 
-@pytest.mark.slow
-def test_acceptance_chunked_suite_run_equals_one_forward(run_benches, tmp_path):
-    import shutil
-
-    from .conftest import only_run_summary
-
-    common = ("--lc-models", "tiny-llama,tiny-mamba2,tiny-zamba2", "--lc-ctx", "2k", "--lc-sampling", "greedy")
+def test_acceptance_chunked_suite_run_equals_one_forward(shared_run):
+    assert f"prefill_chunk={CHUNK}" in CHUNKED.args
     runs = {}
-    for chunk in (0, CHUNK):
-        out = run_benches(*common, "--lc-engine-arg", f"prefill_chunk={chunk}")
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-        summary = only_run_summary(run_benches.results)
-        responses = {k: r["response"] for k, r in _records(run_benches.results, "longbench_v2").items()}
+    for chunk, shared in ((0, ONE_FORWARD), (CHUNK, CHUNKED)):
+        run = shared_run(shared)  # three models x four benchmarks at 2k, greedy
+        summary = run.summary()
+        responses = {k: r["response"] for k, r in _records(run, "longbench_v2").items()}
         ppl = {t["model"]: t["perplexity"] for t in summary["tests"] if t["benchmark"] == "pg19"}
         settings = {(t["benchmark"], t["model"]): t["engine_settings"] for t in summary["tests"]}
         runs[chunk] = responses, ppl, settings
-        shutil.move(run_benches.results, tmp_path / f"results-{chunk}")
     (resp0, ppl0, settings0), (resp1, ppl1, settings1) = runs[0], runs[CHUNK]
     assert len(resp0) >= 3 and resp1 == resp0
     assert set(ppl0) == {"tiny-llama", "tiny-mamba2", "tiny-zamba2"}
     for model, value in ppl0.items():
         assert ppl1[model] == pytest.approx(value, rel=1e-5)
-    # the chunked path was really taken, for every test, and the summaries say so
+    # the chunked path was really taken, for every test, and the summaries say so; on CPU the default
+    # is one forward
     assert all(s["prefill_chunk"] == CHUNK and s["prefill_chunked_sequences"] > 0 for s in settings1.values())
     assert all(s["prefill_chunk"] == 0 and s["prefill_chunked_sequences"] == 0 for s in settings0.values())
 
@@ -158,11 +152,8 @@ def test_static_cache_gives_the_greedy_tokens_of_the_dynamic_one(engine_args):
         assert settings["static"]["prefill_chunked_sequences"] == 2
 
 
-def test_cache_choice_is_automatic_and_refusals_are_one_line():
-    from transformers import AutoModelForCausalLM
-
-    llama = AutoModelForCausalLM.from_pretrained(str(materialize("tiny-llama")))
-    mamba2 = AutoModelForCausalLM.from_pretrained(str(materialize("tiny-mamba2")))
+def test_cache_choice_is_automatic_and_refusals_are_one_line(tiny_model):
+    llama, mamba2 = tiny_model("tiny-llama"), tiny_model("tiny-mamba2")
     assert prefill.choose_cache(llama, "cpu", None, None)[:2] == ("dynamic", False)
     assert prefill.choose_cache(llama, "cuda", None, None)[:2] == ("dynamic", False)  # opt-in until measured
     assert prefill.choose_cache(llama, "cuda", "static", None)[:2] == ("static", True)
@@ -175,21 +166,13 @@ def test_cache_choice_is_automatic_and_refusals_are_one_line():
     assert prefill.static_length(2048 - 128 + 128) == 4096 and prefill.static_length(4097) == 8192
 
 
-@pytest.mark.slow
-def test_acceptance_static_cache_suite_run_equals_dynamic(run_benches, tmp_path):
-    import shutil
-
-    from .conftest import only_run_summary
-
-    common = ("--lc-models", "tiny-llama", "--lc-ctx", "2k", "--lc-sampling", "greedy")
+def test_acceptance_static_cache_suite_run_equals_dynamic(shared_run):
     responses, settings = {}, {}
-    for cache, extra in (("dynamic", ()), ("static", ("--lc-engine-arg", "compile=false"))):
-        out = run_benches(*common, "--lc-engine-arg", f"cache={cache}", *extra)
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-        settings[cache] = {t["engine_settings"]["cache"] for t in only_run_summary(run_benches.results)["tests"]}
+    for cache, shared in (("dynamic", ONE_FORWARD), ("static", STATIC)):  # the CPU default is dynamic
+        run = shared_run(shared)
+        settings[cache] = {t["engine_settings"]["cache"] for t in run.summary()["tests"] if t["model"] == "tiny-llama"}
         responses[cache] = {k: r["response"] for bench in ("longbench_v2", "ada_leval_tsort")
-                            for k, r in _records(run_benches.results, bench).items()}
-        shutil.move(run_benches.results, tmp_path / f"results-{cache}")
+                            for k, r in _records(run, bench, "tiny-llama").items()}
     assert settings == {"dynamic": {"dynamic"}, "static": {"static"}}
     assert len(responses["dynamic"]) >= 3 and responses["static"] == responses["dynamic"]
 
