@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from lcplugin.benchmarks.base import BENCHMARKS
+
 REPO = Path(__file__).resolve().parents[1]
 
 # CI/BUILD_NUMBER change pytest's own output (whole messages in the short summary), OMP_NUM_THREADS the
@@ -202,10 +204,10 @@ DEFAULT = SharedRun(
     "offline-default",
     ("-rs", "--lc-models", "tiny-llama,tiny-mamba2,llama-3.1-8b-instruct,zamba2-7b", "--lc-limit", "3",
      "--junitxml={out}/junit.xml", "--benchmark-autosave", "--benchmark-storage=file://{out}/bench"),
-    {"passed": 16, "skipped": 48}, fresh_home=True, threads=None)
-"""The offline default as a new user runs it (test_plugin, test_ada_leval, test_reporting): four
-benchmarks x two tiny models x their contexts 1k and 2k pass; four benchmarks x two real models x six
-contexts skip, needing a GPU (zamba2-7b's contexts past its 4k window would run, marked beyond it)."""
+    {"passed": len(BENCHMARKS) * 2 * 2, "skipped": len(BENCHMARKS) * 2 * 6}, fresh_home=True, threads=None)
+"""The offline default as a new user runs it (test_plugin, test_ada_leval, test_reporting): every
+registered benchmark x two tiny models x their contexts 1k and 2k pass; every benchmark x two real models
+x six contexts skip, needing a GPU (zamba2-7b's contexts past its 4k window would run, marked beyond it)."""
 
 LB2_1K = ("--lc-ctx", "1k", "--lc-limit", "2", "-k", "longbench_v2")
 LLAMA_1K = SharedRun("tiny-llama-1k", ("--lc-models", "tiny-llama", *LB2_1K, "--benchmark-autosave",
@@ -229,7 +231,7 @@ XDIST_TWO = SharedRun("xdist-n2", (*XDIST_ARGS, "-n", "2", "--benchmark-json={ou
 """Four models on one and on two xdist workers, threads chosen by lcplugin (test_distributed, and
 test_xdist's benchmark JSON)."""
 
-GREEDY_2K = ("--lc-ctx", "2k", "--lc-sampling", "greedy")
+GREEDY_2K = ("--lc-ctx", "2k", "--lc-sampling", "greedy", "-k", "not ruler")  # the four with real-data shapes
 ONE_FORWARD = SharedRun("one-forward-2k", ("--lc-models", "tiny-llama,tiny-mamba2,tiny-zamba2", *GREEDY_2K),
                         {"passed": 12}, timeout=1800)
 """The CPU default: prefill in one forward, dynamic cache (test_hf_prefill's two comparisons)."""
