@@ -29,7 +29,7 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 @pytest.mark.parametrize(("args", "line"), [
     (("--lc-engine", "vlm"), "*: error: argument --lc-engine: unknown engine 'vlm'; accepted: *hf, mamba_ssm, vllm (*"),
     (("--lc-data", "longbench=lb2.jsonl"), "*: error: argument --lc-data: 'longbench=lb2.jsonl': unknown data key "
-                                           "'longbench'; accepted: ada_leval, longbench_v2, pg19"),
+                                           "'longbench'; accepted: ada_leval, longbench_v2, pg19*"),
     (("--lc-data", "longbench_v2=lb2.jsonl", "--lc-data", "ada_leval_tsort=ada/"),
      "*: error: argument --lc-data: 'ada_leval_tsort=ada/': unknown data key 'ada_leval_tsort'; accepted: ada_leval, *"),
     (("--lc-data", "longbench_v2"), "*: error: argument --lc-data: 'longbench_v2': write BENCH=PATH, e.g. *"),
