@@ -10,14 +10,10 @@ from typing import Any
 
 import pytest
 
-from lcplugin.config.session import LcSession
-from lcplugin.config.settings import Settings
 from lcplugin.errors import LcError
-from lcplugin.plugin import plan, progress
+from lcplugin.plugin import progress
 from lcplugin.results import report
 from lcplugin.results.runfolder import RunFolder
-
-from .conftest import REPO
 
 FP = "f" * 12  # a settings fingerprint
 
@@ -129,8 +125,8 @@ def test_every_summary_reader_goes_through_the_run_folder(tmp_path: Path, monkey
     assert progress.known_rates(results, tmp_path / "baselines", "tiny-llama", 1024, "cpu (x)").prefill_tok_s == 100.0
     assert seen == [new.name, old.name]  # newest first
     seen.clear()
-    lc = LcSession(Settings(results=results), REPO)
-    assert plan.measured_rates(lc, "cpu (x)") == {"tiny-llama": 2 * (1024 + 128) / 2.0}
+    assert progress.rate_points(results, tmp_path / "baselines", "tiny-llama", "cpu (x)") == {  # --lc-plan's
+        1024: progress.Rates(100.0, 10.0, old.name)}
     assert seen == [new.name, old.name]
     seen.clear()
     assert RunFolder.unfinished(results, FP) == [old.name] and seen == [new.name, old.name]

@@ -70,8 +70,9 @@ def test_plan_prints_each_workers_models_largest_first_and_runs_nothing(pytester
     _project(pytester)
     old = pytester.path / "results" / "20200101-000000-old"
     old.mkdir(parents=True)
-    # an earlier run of tiny-a on this device: 2 items x (1k + 128) tokens in 2 s, 1,152 tok/s
-    test = {"benchmark": "longbench_v2", "model": "tiny-a", "ctx": 1024, "n": 2, "wall_s": 2.0, "device": device_name()}
+    # an earlier run of tiny-a on this device at 1k: prefill 1,024 tok/s, decode 10 tok/s
+    test = {"benchmark": "longbench_v2", "model": "tiny-a", "ctx": 1024, "n": 2, "wall_s": 2.0, "device": device_name(),
+            "prefill_tok_s": 1024.0, "decode_tok_s": 10.0}
     (old / "summary.json").write_text(json.dumps({"run": {}, "tests": [test]}))
     args = ("--lc-specs", "specs", "--lc-models", "tiny-a,tiny-b,tiny-c", "--lc-limit", "2", "--lc-plan",
             "-p", "no:cacheprovider")
@@ -79,10 +80,14 @@ def test_plan_prints_each_workers_models_largest_first_and_runs_nothing(pytester
     assert result.ret == 0
     result.assert_outcomes()  # nothing ran
     # work = items x (context + 128 new tokens): a 2x(1152+2176+4224) = 15,104; c 4,352; b 2,304
+    # time: one point, so its rates held constant: 2 items x (ctx / 1,024 + 128 / 10) s = 27.6 + 29.6 + 33.6 s
     result.stdout.fnmatch_lines([
         "lcplugin plan: 5 tests of 3 models on 2 worker(s), largest first*",
-        "gw0: 15,104 tokens, ~0:00:13",
-        "    tiny-a: 3 tests, 15,104 tokens, ~0:00:13 at 1,152 tok/s measured",
+        "gw0: 15,104 tokens, ~0:01:30",
+        "    tiny-a: 3 tests, 15,104 tokens, ~0:01:30",
+        "      prefill s = 0.000977·n [[]attention layers (config); 1 point*], fitted on 1k 1 s",
+        "      1k: 1 tests, ~0:00:27 (measured)",
+        "      4k: 1 tests, ~0:00:33 (fit past the measured 1k)",
         "gw1: 6,656 tokens, time unknown*",
         "    tiny-c: 1 tests, 4,352 tokens",
         "    tiny-b: 1 tests, 2,304 tokens",

@@ -246,18 +246,36 @@ def local_folder(source: str, revision: str | None = None) -> Path | None:
     return None
 
 
+def raw_config(folder: Path) -> dict[str, Any]:
+    """A checkpoint's config as written: ``config.json`` (transformers, or mamba-ssm's with ``d_model``), or
+    Mistral's ``params.json`` read as a mamba-ssm config; empty where the folder has neither."""
+    if (folder / "config.json").is_file():
+        return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if (folder / "params.json").is_file():
+        from .layouts import mistral_config
+
+        return mistral_config(json.loads((folder / "params.json").read_text(encoding="utf-8")))
+    return {}
+
+
+def checkpoint_layer_kinds(folder: Path, trust_remote_code: bool = False) -> list[str]:
+    """Each layer's mixer (``layer_kinds``) of the checkpoint in ``folder``, for what scales with the context
+    without any weights: a mamba-ssm config's layers are Mamba mixers, attention only at ``attn_layer_idx``."""
+    raw = raw_config(folder)
+    if "d_model" in raw:
+        attention = {int(i) for i in raw.get("attn_layer_idx") or ()}
+        return ["attention" if i in attention else "mamba" for i in range(int(raw["n_layer"]))]
+    from transformers import AutoConfig
+
+    return layer_kinds(AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code))
+
+
 def model_memory(folder: Path, dtype: str, chunk: int, config: Any = None) -> ModelMemory:
     """A checkpoint's costs from its folder: a transformers ``config.json``, a mamba-ssm one (``d_model``)
     or Mistral's ``params.json``. ``config``: an already-built transformers config, which wins.
     ``chunk``: the tokens the engine reads per forward (0: the whole prompt)."""
     dtype_bytes = DTYPE_BYTES.get(dtype, 2)
-    raw: dict[str, Any] = {}
-    if (folder / "config.json").is_file():
-        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    elif (folder / "params.json").is_file():
-        from .layouts import mistral_config
-
-        raw = mistral_config(json.loads((folder / "params.json").read_text(encoding="utf-8")))
+    raw = raw_config(folder)
     if config is None and "d_model" in raw:
         weights, kv, states, act = mamba_ssm_memory(raw, dtype_bytes)
         counted = file_weights(folder, dtype_bytes, raw.get("torch_dtype"))

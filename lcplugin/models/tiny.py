@@ -59,6 +59,13 @@ def _recipes() -> dict[str, Callable[[], Any]]:
     }
 
 
+def recipe_config(name: str) -> Any:
+    """The transformers config of built-in ``name``, without building or saving the model (what the plan
+    reads its layers from); None for a name that is not a built-in."""
+    recipe = _recipes().get(name)
+    return recipe() if recipe else None
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("LCPLUGIN_CACHE", Path.home() / ".cache" / "lcplugin"))
 

@@ -119,8 +119,9 @@ def add_options(parser: pytest.Parser) -> None:
     g.addoption("--lc-strict", action="store_true",
                 help="fail the session when no lcplugin test ran (all skipped, or none selected): for CI")
     g.addoption("--lc-plan", action="store_true",
-                help="print each worker's models and estimated tokens (and hours, where an earlier run measured "
-                     "them on this device), then exit without running (with -n N: for N workers)")
+                help="print each worker's models and estimated tokens (and hours, from the rates earlier runs "
+                     "measured on this device, fitted against the context past them), then exit without running "
+                     "(with -n N: for N workers)")
 
 
 def settings_from(config: pytest.Config) -> Settings:

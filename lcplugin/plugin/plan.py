@@ -3,9 +3,12 @@
 A test's work is estimated as items x (context + generation budget) tokens: items from
 ``--lc-limit`` (or the 8 synthetic items a tiny model gets by default), the generation budget the
 benchmarks declare (``Benchmark.new_tokens``: 128 new tokens; 1,152 with ``--lc-mode cot``). No model is
-loaded and no data read: the estimate only orders and balances models, it is not a figure. Where a
-previous run in the results folder measured a model on this device, tokens per second from it turn
-the estimate into hours.
+loaded and no data read: the estimate only orders and balances models, it is not a figure. Where
+earlier runs in the results folder (or baselines recorded on this machine) measured a model on this
+device, its prefill and decode rates at each context they measured turn the estimate into hours: a
+cell at a measured context at its own rates, any other through the model's cost law fitted on them
+(``costlaw.py``: quadratic prefill where the model has attention layers, linear where it has none), so
+that 256k, 512k and 1m are priced from what 8k to 128k measured and marked as fitted.
 """
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ import platform
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from ..benchmarks.base import BENCHMARKS, get_benchmark
+from ..config.contexts import ctx_label
 from ..config.session import LcSession
-from ..results.runfolder import RunFolder
-from .progress import duration
+from .costlaw import ModelCost, has_attention, model_cost
+from .progress import duration, rate_points
 
 SYNTHETIC_ITEMS = 8  # runner.SYNTHETIC_DEFAULT_LIMIT, without importing the runner
 
@@ -94,40 +97,72 @@ def device_name() -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
-def measured_rates(lc: LcSession, device: str) -> dict[str, float]:
-    """Estimated tokens per second of each model, from the newest run in the results folder that
-    ran it on ``device`` (same estimate as the plan's, over the measured wall time of its tests)."""
-    rates: dict[str, float] = {}
-    for _, summary in RunFolder.summaries_under(lc.results_root()):
-        by_model: dict[str, list[Mapping[str, Any]]] = {}
-        for t in summary.tests:
-            if t.get("device") == device and t.get("wall_s") and t.get("model") not in rates:
-                by_model.setdefault(t["model"], []).append(t)
-        out = new_tokens(lc)
-        for model, rows in by_model.items():
-            tokens = sum(t["n"] * (t["ctx"] + out) for t in rows)
-            rates[model] = tokens / sum(t["wall_s"] for t in rows)
-    return rates
+def model_costs(lc: LcSession, models: Iterable[str], device: str) -> dict[str, ModelCost]:
+    """Each model's cost law on this device, from every context an earlier run (or a baseline recorded on
+    this machine) measured it at; models never measured here are absent."""
+    specs = {s.name: s for s in lc.selected}
+    costs = {}
+    for model in models:
+        measured = rate_points(lc.results_root(), lc.baselines_dir(), model, device)
+        if measured and model in specs:
+            attention, layers_from = has_attention(specs[model], lc.settings.allow_remote_code)
+            cost = model_cost(measured, attention, layers_from)
+            if cost is not None:
+                costs[model] = cost
+    return costs
+
+
+def cell_lines(lc: LcSession, model: str, tests: Mapping[int, int], cost: ModelCost | None
+               ) -> tuple[list[str], float | None]:
+    """One line per context of ``model`` (its tests there, their price and how it was priced, the trained
+    window and hard limit where the cell meets them), and the model's seconds (None: not every cell priced).
+    A cell past the hard limit is skipped when it runs, so it is not priced."""
+    spec = next(s for s in lc.selected if s.name == model)
+    items, out = items_per_test(lc, model) or 1, new_tokens(lc)
+    lines, total = [], 0.0
+    for ctx, count in sorted(tests.items()):
+        text = f"{ctx_label(ctx)}: {count} tests"
+        if spec.hard_limit is not None and ctx > spec.hard_limit:
+            lines.append(f"{text}, skipped when run: past the hard limit {ctx_label(spec.hard_limit)}")
+            continue
+        priced = cost.item(ctx, out) if cost else None
+        if priced is None:
+            total = float("nan")
+        else:
+            total += count * items * priced[0]
+            text += f", ~{duration(count * items * priced[0])} ({priced[1]})"
+        if spec.beyond_window(ctx):
+            text += f", beyond the trained window {ctx_label(spec.trained_window)}"
+        lines.append(text)
+    return lines, None if total != total else total
 
 
 def plan_lines(lc: LcSession, nodeids: Sequence[str], workers: int) -> list[str]:
     work = estimate_tokens(lc, nodeids)
     names = [f"gw{i}" for i in range(workers)] if workers > 1 else ["main"]
     device = device_name()
-    rates = measured_rates(lc, device)
-    tests = {m: sum(1 for n in nodeids if group_of(lc, n) == m) for m in work}
+    costs = model_costs(lc, work, device)
+    cells: dict[str, dict[int, int]] = {m: {} for m in work}
+    for nodeid in nodeids:
+        case = case_of(lc, nodeid)
+        if case:
+            cells[case[0]][case[1]] = cells[case[0]].get(case[1], 0) + 1
+    priced = {m: cell_lines(lc, m, cells[m], costs.get(m)) for m in work}
     unknown = [m for m in work if items_per_test(lc, m) is None]
     lines = [f"lcplugin plan: {len(nodeids)} tests of {len(work)} models on {len(names)} worker(s), "
              f"largest first; device {device}"]
     for w, models in assign(work, names).items():
         total = sum(work[m] for m in models)
-        seconds = [work[m] / rates[m] for m in models if m in rates]
+        seconds = [priced[m][1] for m in models if priced[m][1] is not None]
         known = f", ~{duration(sum(seconds))}" if len(seconds) == len(models) and models else \
             (", time unknown (no earlier run of every model on this device)" if models else "")
         lines.append(f"{w}: {total:,} tokens{known}")
         for m in models:
-            h = f", ~{duration(work[m] / rates[m])} at {rates[m]:,.0f} tok/s measured" if m in rates else ""
-            lines.append(f"    {m}: {tests[m]} tests, {work[m]:,} tokens{h}")
+            spent = priced[m][1]
+            lines.append(f"    {m}: {sum(cells[m].values())} tests, {work[m]:,} tokens"
+                         + (f", ~{duration(spent)}" if spent is not None else ""))
+            lines += [f"      {line}" for line in (costs[m].law_lines() if m in costs else [])]
+            lines += [f"      {line}" for line in priced[m][0]]
     if unknown:
         lines.append(f"items per test unknown for {', '.join(unknown)} (real data, no --lc-limit): "
                      "counted as 1 each, so their tokens are relative weights only")

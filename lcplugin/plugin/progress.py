@@ -95,6 +95,15 @@ class Progress:
             self.write("\r" + " " * (len(self.line()) + 4) + "\r", False)
 
 
+Measured = tuple[int, float, float | None, str]  # (context, prefill tok/s, decode tok/s, source)
+
+
+def _run_rates(folder: Path, tests: Sequence[dict[str, Any]], model: str, device: str) -> list[Measured]:
+    return [(int(t["ctx"]), float(t["prefill_tok_s"]), t.get("decode_tok_s"), folder.name)
+            for t in tests if t.get("model") == model and t.get("device") == device
+            and t.get("prefill_tok_s") and t.get("ctx")]
+
+
 def known_rates(results: Path, baselines: Path, model: str, ctx: int, device: str | None) -> Rates | None:
     """The model's prefill and decode rates on ``device`` from the newest earlier run that has them.
 
@@ -105,11 +114,9 @@ def known_rates(results: Path, baselines: Path, model: str, ctx: int, device: st
     """
     if not device:
         return None
-    found: list[tuple[int, float, float | None, str]] = []  # (ctx, prefill, decode, source)
+    found: list[Measured] = []
     for folder, summary in RunFolder.summaries_under(results):
-        found = [(int(t["ctx"]), float(t["prefill_tok_s"]), t.get("decode_tok_s"), f"{folder.name}")
-                 for t in summary.tests if t.get("model") == model and t.get("device") == device
-                 and t.get("prefill_tok_s") and t.get("ctx")]
+        found = _run_rates(folder, summary.tests, model, device)
         if found:
             break
     if not found:
@@ -123,7 +130,31 @@ def known_rates(results: Path, baselines: Path, model: str, ctx: int, device: st
     return Rates(prefill, sum(decodes) / len(decodes) if decodes else None, source=near[0][3])
 
 
-def _baseline_rates(path: Path, device: str) -> list[tuple[int, float, float | None, str]]:
+def rate_points(results: Path, baselines: Path, model: str, device: str) -> dict[int, Rates]:
+    """Every context at which ``model`` was measured on ``device``, for the plan's cost law: each context
+    from the newest run folder that measured it (its tests there averaged, as ``known_rates`` does), then
+    the baseline entries recorded on this machine for contexts no run measured. A fit wants every
+    context there is, so unlike ``known_rates`` the runs are not stopped at the newest."""
+    by_ctx: dict[int, list[Measured]] = {}
+    for folder, summary in RunFolder.summaries_under(results):
+        newest: dict[int, list[Measured]] = {}
+        for found in _run_rates(folder, summary.tests, model, device):
+            if found[0] not in by_ctx:
+                newest.setdefault(found[0], []).append(found)
+        by_ctx.update(newest)
+    recorded: dict[int, list[Measured]] = {}
+    for found in _baseline_rates(baselines / f"{model}.json", device):
+        recorded.setdefault(found[0], []).append(found)
+    by_ctx = recorded | by_ctx
+    out = {}
+    for ctx, rows in sorted(by_ctx.items()):
+        decodes = [float(r[2]) for r in rows if r[2]]
+        out[ctx] = Rates(sum(r[1] for r in rows) / len(rows), sum(decodes) / len(decodes) if decodes else None,
+                         source=rows[0][3])
+    return out
+
+
+def _baseline_rates(path: Path, device: str) -> list[Measured]:
     from ..config.contexts import parse_ctx
 
     try:
