@@ -110,6 +110,10 @@ class Grid:
     def cell(self, depth: int, ctx: int) -> float | None:
         return self.acc.get((depth, ctx))
 
+    def rows(self) -> list[list[float | None]]:
+        """The cells as drawn: a row per depth (shallowest first), a column per context, None where unmeasured."""
+        return [[self.cell(d, c) for c in self.ctxs] for d in self.depths]
+
 
 def task_grid(tests: Sequence[Mapping[str, Any]]) -> Grid:
     """One model's one task: ``depth_accuracy`` (share fully right) per depth and context, in %. A task
@@ -158,14 +162,8 @@ def draw(grid: Grid, title: str, beyond: set[int], path: Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    values = np.full((len(grid.depths), len(grid.ctxs)), np.nan)
-    for i, depth in enumerate(grid.depths):
-        for j, ctx in enumerate(grid.ctxs):
-            value = grid.cell(depth, ctx)
-            if value is not None:
-                values[i, j] = value
-    cmap = matplotlib.colormaps["RdYlGn"].copy()
-    cmap.set_bad("white")
+    values = np.array([[np.nan if v is None else v for v in row] for row in grid.rows()], dtype=float)
+    cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="white")
     fig, ax = plt.subplots(figsize=(max(6.0, 2.0 + 0.9 * len(grid.ctxs)), max(2.6, 1.3 + 0.42 * len(grid.depths))),
                            dpi=120)
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=100, aspect="auto")
