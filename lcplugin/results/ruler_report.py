@@ -229,7 +229,8 @@ def write(tests: Sequence[Mapping[str, Any]], out: Path, several_runs: bool) -> 
         for t in rows:
             by_task[str(t["benchmark"]).removeprefix(PREFIX)].append(t)
         grids = {task: task_grid(v) for task, v in sorted(by_task.items())}
-        drawn = [(f"average over {sum(1 for g in grids.values() if NO_DEPTH not in g.depths)} tasks with a depth",
+        with_depth = sum(1 for g in grids.values() if any(d != NO_DEPTH for d in g.depths))
+        drawn = [(f"average over {with_depth} task{'s' if with_depth != 1 else ''} with a depth",
                   "average", average_grid(list(grids.values()))), *((task, task, g) for task, g in grids.items())]
         maps += [f"### {label}", ""]
         for title, name, grid in drawn:
