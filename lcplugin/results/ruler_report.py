@@ -170,8 +170,9 @@ def draw(grid: Grid, title: str, beyond: set[int], path: Path) -> Path:
     for i, depth in enumerate(grid.depths):
         for j, ctx in enumerate(grid.ctxs):
             if not np.isnan(values[i, j]):
+                dark = values[i, j] < 25 or values[i, j] > 85  # the colour map's dark ends: white text reads there
                 ax.text(j, i, f"{values[i, j]:.0f}\nn={grid.n.get((depth, ctx), 0)}", ha="center", va="center",
-                        fontsize=8, linespacing=0.9)
+                        fontsize=8, linespacing=0.9, color="white" if dark else "black")
     ax.set_xticks(range(len(grid.ctxs)), [ctx_label(c) + (" †" if c in beyond else "") for c in grid.ctxs])
     ax.set_yticks(range(len(grid.depths)), ["all" if d == NO_DEPTH else f"{d}" for d in grid.depths])
     first_beyond = next((j for j, c in enumerate(grid.ctxs) if c in beyond), None)
