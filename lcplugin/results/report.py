@@ -3,7 +3,8 @@
 One plot per benchmark and plotted figure (``figures.reaching("plot")``: accuracy with its Wilson
 95 % band, null rate, tokens/s, peak memory, PG-19's perplexity), one line per model, context on a
 log2 axis; one markdown column per ``figures.reaching("markdown")``. Figures a run did not measure
-(memory on CPU) are left out of the plot, never drawn as zero.
+(memory on CPU) are left out of the plot, never drawn as zero. RULER's depth × length maps and
+effective length: ``ruler_report``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from ..config.contexts import ctx_label
 from ..errors import LcError
-from . import figures
+from . import figures, ruler_report
 from .figures import Figure
 from .runfolder import RunFolder, SummaryUnreadable
 
@@ -100,7 +101,8 @@ def _shade_beyond_window(ax: Any, lines: dict[str, list[dict[str, Any]]]) -> boo
     return shaded
 
 
-def markdown(tests: list[dict[str, Any]], images: dict[str, list[Path]]) -> str:
+def markdown(tests: list[dict[str, Any]], images: dict[str, list[Path]], extra: str = "") -> str:
+    """report.md: a table and the plots per benchmark, then ``extra`` (RULER's section), then the notes."""
     out = ["# lcplugin report", ""]
     columns = figures.reaching("markdown")
     for bench in sorted({t["benchmark"] for t in tests}):
@@ -118,6 +120,8 @@ def markdown(tests: list[dict[str, Any]], images: dict[str, list[Path]]) -> str:
         out.append("")
         out += [f"![{p.stem}]({p.name})" for p in images.get(bench, [])]
         out.append("")
+    if extra:
+        out += extra.splitlines() + [""]
     if any(t.get("beyond_window") for t in tests):
         out.append("† past the model's trained window (its spec's `trained_window`; shaded in the plots): "
                    "run on request, the experiment rather than an error.")
@@ -138,6 +142,7 @@ def write_report(run_dirs: Sequence[Path], out: Path) -> list[Path]:
             path = plot(tests, bench, figure, out, several)
             if path:
                 images[bench].append(path)
+    ruler_md, ruler_maps = ruler_report.write(tests, out, several)
     md = out / "report.md"
-    md.write_text(markdown(tests, images), encoding="utf-8")
-    return [md, *(p for paths in images.values() for p in paths)]
+    md.write_text(markdown(tests, images, ruler_md), encoding="utf-8")
+    return [md, *(p for paths in images.values() for p in paths), *ruler_maps]
