@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ..benchmarks.base import BENCHMARKS, get_benchmark
 from ..config.session import Case, LcSession
 from ..engines.registry import engine_entries
 from ..errors import LcError
@@ -26,8 +27,6 @@ _SESSION = pytest.StashKey[LcSession]()
 _RUN_FOLDER = pytest.StashKey[RunFolder]()
 _WORKER = pytest.StashKey[Any]()  # distributed.Worker, in a pytest-xdist worker
 _PLAN_WORKERS = pytest.StashKey[int]()
-# benchmarks that share a context window (Benchmark.context_window) run side by side: one vLLM load
-_BENCH_ORDER = ("longbench_v2", "pg19", "ada_leval_bestanswer", "ada_leval_tsort")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -115,14 +114,20 @@ def _case_of(item: pytest.Item) -> Case | None:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Order benchmark tests model by model, so each model's engine loads once."""
     lc = lc_session_of(config)
+    names = list(BENCHMARKS)
+    by_model_window: dict[str, bool] = {}
 
     def key(pair: tuple[int, pytest.Item]) -> tuple:
         index, item = pair
         case = _case_of(item)
         if case is None:
             return (0, index)
-        bench = _BENCH_ORDER.index(case.benchmark) if case.benchmark in _BENCH_ORDER else len(_BENCH_ORDER)
-        return (1, lc.model_order(case.spec.name), case.ctx, bench, index)
+        name = case.benchmark
+        if name not in by_model_window:  # sized by the model's window, not the test's context (Ada-LEval)
+            by_model_window[name] = get_benchmark(name).context_window(case.ctx, 0) != case.ctx
+        # benchmarks that share an engine size (Benchmark.context_window) run side by side: one vLLM load
+        order = names.index(name) if name in names else len(names)
+        return (1, lc.model_order(case.spec.name), case.ctx, by_model_window[name], order, index)
 
     items[:] = [item for _, item in sorted(enumerate(items), key=key)]
     if config.getoption("--lc-plan"):
