@@ -37,4 +37,4 @@ def test_every_option_is_on_the_command_line_and_reaches_the_settings(pytester: 
 def test_the_options_record_as_before():
     assert BenchOptions(select=(("difficulty", ("hard",)),)).as_dict() == {
         "mode": "0shot", "select": {"difficulty": ["hard"]}, "overlength": "truncate", "budget": "context",
-        "fill": "auto", "pg19_windows": 10, "pg19_score_last": 100}
+        "fill": "auto", "pg19_windows": 10, "pg19_score_last": 100, "ruler_depths": 10}

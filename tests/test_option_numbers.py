@@ -24,7 +24,7 @@ pytest_plugins = ["pytester"]
     ("--lc-pg19-windows", "0", "'0' is not a whole number >= 1; give e.g. --lc-pg19-windows 10"),
     ("--lc-pg19-score-last", "1.5", "'1.5' is not a whole number >= 1; give e.g. --lc-pg19-score-last 100"),
     ("--lc-ctx", "8q", "context length '8q' does not parse: write a number of tokens (32768) or thousands of "
-                       "1024 tokens (32k)"),
+                       "1024 tokens (32k), or millions of 1024² tokens (1m)"),
     ("--lc-ctx", ",", "',' names no context length (example: --lc-ctx 8k,32k)"),
 ], ids=["limit-zero", "limit-word", "alpha-one", "alpha-zero", "alpha-nan", "progress-negative", "pg19-windows",
         "pg19-score-last", "ctx-unit", "ctx-empty-list"])
