@@ -231,7 +231,7 @@ XDIST_TWO = SharedRun("xdist-n2", (*XDIST_ARGS, "-n", "2", "--benchmark-json={ou
 """Four models on one and on two xdist workers, threads chosen by lcplugin (test_distributed, and
 test_xdist's benchmark JSON)."""
 
-GREEDY_2K = ("--lc-ctx", "2k", "--lc-sampling", "greedy", "-k", "not ruler")  # the four with real-data shapes
+GREEDY_2K = ("--lc-ctx", "2k", "--lc-sampling", "greedy", "--lc-limit", "3", "-k", "not ruler")  # real-data shapes
 ONE_FORWARD = SharedRun("one-forward-2k", ("--lc-models", "tiny-llama,tiny-mamba2,tiny-zamba2", *GREEDY_2K),
                         {"passed": 12}, timeout=1800)
 """The CPU default: prefill in one forward, dynamic cache (test_hf_prefill's two comparisons)."""
