@@ -69,7 +69,7 @@ def test_estimate_within_15_percent_of_the_measured_peaks(shape):
         assert estimate == pytest.approx(peak, rel=0.15), (tokens, estimate, peak)
 
 
-def _case(tmp_path: Path, shape: str, ctx: int):
+def _case(tmp_path: Path, shape: str, ctx: int, engine: str = "hf"):
     from lcplugin.config.session import Case, LcSession
     from lcplugin.config.settings import Settings
     from lcplugin.plugin.runner import engine_config
@@ -80,7 +80,8 @@ def _case(tmp_path: Path, shape: str, ctx: int):
     specs = tmp_path / "specs"
     specs.mkdir(exist_ok=True)
     (specs / "m.toml").write_text(f'name = "{shape}"\nsource = "{tmp_path / shape}"\nfamily = "transformer"\n'
-                                  'engine = "hf"\ntrained_window = "128k"\nengine_args = { device = "cuda" }\n')
+                                  f'engine = "{engine}"\ntrained_window = "128k"\n'
+                                  + ('engine_args = { device = "cuda" }\n' if engine == "hf" else ""))
     session = LcSession(Settings(models=shape, specs_dirs=(specs,)), REPO)
     case = Case("longbench_v2", session.selected[0], ctx)
     return case, session, engine_config(case, session)
@@ -97,6 +98,27 @@ def test_a_test_that_cannot_fit_is_skipped_naming_the_figures(tmp_path, monkeypa
                            "(memory preflight)")
     fits = preflight.check(type(case)(case.benchmark, case.spec, 524288), session, config, set())
     assert fits.skip is None and fits.cell.total < 139.8 * GIB
+
+
+# vLLM's own count (mem_used_gb: its weights + the KV blocks the test's sequence held) on the H200, vLLM 0.26.0,
+# LongBench-v2 cells (BENCHMARKS.md, 2026-11-30, second run): context -> GB. Its torch peak is its whole
+# pre-allocated pool, and its activations live in that pool: the estimate must leave them out.
+VLLM_USED = {
+    "llama-3.1-8b": {8192: 17.2, 32768: 20.4, 131072: 33.3},
+    "qwen2.5-7b": {8192: 15.8, 32768: 17.3, 131072: 22.9},
+    "jamba-reasoning-3b": {8192: 6.5, 32768: 6.6, 131072: 7.0},
+    "nemotron-h-8b": {8192: 16.5, 32768: 16.9, 131072: 18.5},
+}
+
+
+@pytest.mark.parametrize("shape", sorted(VLLM_USED))
+def test_vllm_estimate_within_15_percent_of_what_vllm_held(tmp_path, shape):
+    from lcplugin.plugin import preflight
+
+    case, session, config = _case(tmp_path, shape, 8192, engine="vllm")
+    for ctx, used in VLLM_USED[shape].items():
+        cell = preflight.estimate(type(case)(case.benchmark, case.spec, ctx), session, config, "cuda")
+        assert cell.activations == 0 and cell.total / 1e9 == pytest.approx(used, rel=0.15), (ctx, cell.total / 1e9)
 
 
 def test_an_estimate_that_cannot_be_made_never_stops_a_test(tmp_path):

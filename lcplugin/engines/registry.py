@@ -41,6 +41,10 @@ class EngineEntry:
     # variable that is its default; None: one GPU (or none)
     gpus_arg: str | None = None
     gpus_env: str | None = None
+    # whether the memory the engine reports (what the preflight's estimate is checked against) holds the
+    # forward's activations: vLLM's ``mem_used_gb`` counts its weights and the KV blocks a test held, while
+    # its activations live in the pool it pre-allocates at load, so its estimate leaves them out
+    counts_activations: bool = True
     extra: str = ""  # how to install what the engine imports, said when the import fails
     packages: tuple[str, ...] = ()  # distributions whose versions each run records
 
@@ -80,7 +84,7 @@ BUILTIN_ENGINES = (
                                "block_size", "quantization", "max_model_len", "warmup"}),
         efficiency_only=frozenset({"gpu_memory_utilization", "tensor_parallel_size", "prefill_chunk", "max_num_seqs",
                                    "enforce_eager", "max_model_len", "warmup"}),
-        sized_by_context=True, gpus_arg="tensor_parallel_size", gpus_env="LCPLUGIN_TP",
+        sized_by_context=True, gpus_arg="tensor_parallel_size", gpus_env="LCPLUGIN_TP", counts_activations=False,
         extra="pip install 'lcplugin[vllm]'", packages=("vllm",)),
     EngineEntry(
         name="mamba_ssm", target="lcplugin.engines.mamba_ssm:MambaSSMEngine", marker="mamba-ssm engine",

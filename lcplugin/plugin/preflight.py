@@ -15,7 +15,7 @@ run sized for a smaller device than the one at hand.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from ..config.contexts import ctx_label
 from ..config.session import Case, LcSession
 from ..engines.base import EngineConfig
 from ..engines.memory import GIB, CellMemory, ModelMemory, local_folder, model_memory
+from ..engines.registry import engine_entry
 
 FREE_ENV = "LCPLUGIN_FREE_GIB"
 _MODELS: dict[tuple[str, str | None, str, int], ModelMemory] = {}  # per checkpoint, dtype and chunk: once
@@ -61,7 +62,8 @@ def estimate(case: Case, session: LcSession, config: EngineConfig, device: str) 
     if key not in _MODELS:
         _MODELS[key] = model_memory(folder, config.dtype, chunk, hf)
     bench = get_benchmark(case.benchmark, session.settings.bench)
-    return _MODELS[key].at(bench.context_window(case.ctx, case.spec.window_at(case.ctx)))
+    cell = _MODELS[key].at(bench.context_window(case.ctx, case.spec.window_at(case.ctx)))
+    return cell if engine_entry(config.engine).counts_activations else replace(cell, activations=0)
 
 
 def free_memory(device: str, pids: set[int]) -> tuple[int | None, str]:
