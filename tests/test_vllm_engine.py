@@ -157,3 +157,52 @@ def _running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_scoring_reads_ids_beyond_the_tokenizers_vocabulary(tmp_path):
+    # a model's vocabulary is often padded past its tokenizer's (Qwen2.5: 152,064 against 151,665; the random
+    # Nemotron-H shape: 131,072 against Mistral's 32,768), and random weights choose such ids: vLLM's own
+    # detokenizing of their log-probabilities crashed on the H200 (SentencePiece tokenizers), while the engine
+    # reads ids only and decodes text itself
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from .conftest import shared
+
+    tok = AutoTokenizer.from_pretrained(str(shared("tokenizers", "mistral-v3")))
+    vocab = len(tok) + 64
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                 num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024)
+                     ).save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    folder = str(tmp_path / "m")
+    vllm = VLLMEngine(EngineConfig(engine="vllm", model="padded", source=folder, tokenizer=folder, dtype="float32",
+                                   max_model_len=256, engine_args={"warmup": 0}))
+    try:
+        beyond = [1, *range(300, 340), vocab - 1, vocab - 2, 400, vocab - 3]
+        got = vllm.loglikelihood(beyond, 6)
+    finally:
+        vllm.close()
+    hf = HFEngine(EngineConfig(engine="hf", model="padded", source=folder, tokenizer=folder, dtype="float32"))
+    assert got.nll == pytest.approx(hf.loglikelihood(beyond, 6).nll, rel=1e-4)
+
+
+def test_the_gpu_agreement_check_runs_on_cpu(tmp_path):
+    # scripts/gpu/check_vllm_agreement.py, as the device runs it, on a tiny model in fp32: every figure it
+    # reports says "agree", vLLM's prefill and decode included
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    out = tmp_path / "agree.json"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, str(REPO / "scripts/gpu/check_vllm_agreement.py"), str(materialize("tiny-llama")),
+                          str(out), "--ctx", "512", "--new", "16", "--dtype", "float32"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(out.read_text())["contexts"]["512"]
+    assert got["identical_tokens"] == got["compared"] == 16 and got["first_difference"] is None
+    assert abs(got["chosen_logprob_mean_diff"]) < 1e-3 and got["nll_rel_diff"] < 1e-4
+    assert abs(got["vllm_prefill_vs_decode_mean_diff"]) < 1e-3

@@ -97,7 +97,8 @@ class VLLMEngine(EngineTelemetry):
 
         vocab = max(2, len(self.tokenizer)) if self.tokenizer is not None else 2
         prompt = [1 + (7 * i) % (vocab - 1) for i in range(tokens)]
-        params = self._sampling_cls(max_tokens=2, temperature=0.0, ignore_eos=True, prompt_logprobs=0)
+        params = self._sampling_cls(max_tokens=2, temperature=0.0, ignore_eos=True, prompt_logprobs=0,
+                                    detokenize=False)
         start = time.perf_counter()
         self.llm.generate([TokensPrompt(prompt_token_ids=prompt)], params, use_tqdm=False)
         telemetry.synchronize()
@@ -128,11 +129,15 @@ class VLLMEngine(EngineTelemetry):
         return figures
 
     def _params(self, sampling: SamplingSettings) -> Any:
+        # detokenize=False everywhere: the engine reads ids and decodes the text itself, and vLLM's own
+        # detokenizing of log-probabilities fails on ids past the tokenizer's vocabulary (a padded model
+        # vocabulary; random weights choose such ids: seen on the H200 with a SentencePiece tokenizer)
         if sampling.greedy:
             return self._sampling_cls(max_tokens=sampling.max_new_tokens, temperature=0.0,
-                                      ignore_eos=self.ignore_eos)
+                                      ignore_eos=self.ignore_eos, detokenize=False)
         return self._sampling_cls(max_tokens=sampling.max_new_tokens, temperature=sampling.temperature, top_p=1.0,
-                                  top_k=-1 if _old_topk() else 0, seed=sampling.seed, ignore_eos=self.ignore_eos)
+                                  top_k=-1 if _old_topk() else 0, seed=sampling.seed, ignore_eos=self.ignore_eos,
+                                  detokenize=False)
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingSettings) -> list[Completion]:
         from vllm.inputs import TokensPrompt
@@ -172,7 +177,7 @@ class VLLMEngine(EngineTelemetry):
             raise ValueError(f"score_last={score_last} must be in 1..{len(tokens) - 1}")
         last = int(tokens[-1])
         params = self._sampling_cls(max_tokens=1, temperature=0.0, logprobs=0, allowed_token_ids=[last],
-                                    prompt_logprobs=0 if score_last > 1 else None)
+                                    prompt_logprobs=0 if score_last > 1 else None, detokenize=False)
         start = time.perf_counter()
         result = self.llm.generate([TokensPrompt(prompt_token_ids=list(tokens[:-1]))], params, use_tqdm=False)[0]
         seconds = time.perf_counter() - start

@@ -42,6 +42,25 @@ def prompt_ids(tokenizer, text: str | None, n: int, seed: int) -> list[int]:
     return [rng.randrange(100, vocab) for _ in range(n)]
 
 
+def missing_kernels(ckpt: str) -> str | None:
+    """Why the transformers half cannot run here, or None: on a GPU, a model with Mamba layers needs
+    mamba-ssm's and causal-conv1d's kernels, without which transformers' reference path asked for 128 GiB
+    at 8k (Codestral on the H200) or ran past the call's time (Zamba2)."""
+    import importlib.util
+
+    import torch
+    from transformers import AutoConfig
+
+    from lcplugin.engines.memory import layer_kinds
+
+    kinds = set(layer_kinds(AutoConfig.from_pretrained(ckpt)))
+    if not torch.cuda.is_available() or not kinds & {"mamba", "hybrid"}:
+        return None
+    absent = [m for m in ("mamba_ssm", "causal_conv1d") if importlib.util.find_spec(m) is None]
+    return (f"{ckpt} has Mamba layers and {', '.join(absent)} is not installed: install the wheels first "
+            "(bash scripts/gpu/reference-run.sh setup, carrying .whl)") if absent else None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("ckpt")
@@ -53,6 +72,10 @@ def main() -> int:
     ap.add_argument("--rope", default=None, help="JSON rope parameters for both engines (e.g. YaRN)")
     ap.add_argument("--vllm-only", default=None, help=argparse.SUPPRESS)  # the child: vLLM's half into this file
     args = ap.parse_args()
+    missing = missing_kernels(args.ckpt)
+    if missing:
+        print(f"check_vllm_agreement: {missing}", file=sys.stderr)
+        return 2
     from transformers import AutoTokenizer
 
     contexts = parse_ctx_list(args.ctx)
@@ -79,11 +102,16 @@ def main() -> int:
 
         got: dict = {}
         for c in contexts:
-            params = SamplingParams(max_tokens=args.new, temperature=0.0, logprobs=0, ignore_eos=True)
+            # ids only (detokenize=False): random weights choose ids past the tokenizer's vocabulary
+            params = SamplingParams(max_tokens=args.new, temperature=0.0, logprobs=0, ignore_eos=True,
+                                    detokenize=False)
             out = vllm.llm.generate([TokensPrompt(prompt_token_ids=prompts[c])], params, use_tqdm=False)[0].outputs[0]
             ids = list(out.token_ids)
             got[str(c)] = {"ids": ids, "logprobs": [out.logprobs[i][t].logprob for i, t in enumerate(ids)],
-                           "nll_window": vllm.loglikelihood(windows[c], 100).nll}
+                           "nll_window": vllm.loglikelihood(windows[c], 100).nll,
+                           # vLLM's prefill on its own tokens: against its decode's log-probabilities, it
+                           # tells which engine a disagreement with transformers is in
+                           "nll_self_prefill": vllm.loglikelihood(prompts[c] + ids, len(ids)).nll}
         Path(args.vllm_only).write_text(json.dumps({"load_s": load_s, "contexts": got}))
         return 0
     import subprocess
@@ -111,12 +139,15 @@ def main() -> int:
             first_diff = next((i for i, s in enumerate(same) if not s), None)
             nll_h = hf.loglikelihood(prompts[c] + theirs, len(theirs)).nll  # transformers on vLLM's tokens
             nll_v = -sum(got[c]["logprobs"])
+            nll_vp = got[c].get("nll_self_prefill")
             win_h = hf.loglikelihood(windows[c], 100).nll
             win_v = got[c]["nll_window"]
             result["contexts"][str(c)] = {
                 "identical_tokens": sum(same), "compared": len(same), "first_difference": first_diff,
                 "chosen_logprob_sum_diff": nll_h - nll_v, "chosen_logprob_mean_diff": (nll_h - nll_v) / len(theirs),
                 "nll_last100_vllm": win_v, "nll_last100_hf": win_h, "nll_rel_diff": abs(win_v - win_h) / abs(win_h),
+                # vLLM's prefill minus its decode on the same tokens, per token (0: its two paths agree)
+                "vllm_prefill_vs_decode_mean_diff": None if nll_vp is None else (nll_vp - nll_v) / len(theirs),
             }
         except Exception:  # noqa: BLE001 - report and go on to the next context
             result["contexts"][str(c)] = {"error": traceback.format_exc(limit=3)}

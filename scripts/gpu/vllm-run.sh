@@ -41,6 +41,11 @@ make('$shape', Path('$CKPT/$shape'), Path('$TOK/$tok'), device='${MAKE_DEVICE:-c
   grep -v -i warning "$OUT/suite-$spec.log" | grep -A 12 "lcplugin summary" | cut -c1-200
   grep -E "passed|failed|error" "$OUT/suite-$spec.log" | tail -2
   echo "== $spec: suite done at $((SECONDS - t0)) s"
+  if grep -q -E "[0-9]+ (failed|errors?)" "$OUT/suite-$spec.log"; then  # the root cause is in the worker's log
+    for w in "$RUNS"/*/logs/worker-"$spec"-*.log; do
+      [ -f "$w" ] && grep -v -i warning "$w" | tail -200 > "$OUT/worker-$(basename "$w")"
+    done
+  fi
   if [ -n "$AGREE_CTX" ]; then
     timeout 420 python3 scripts/gpu/check_vllm_agreement.py "$CKPT/$shape" "$OUT/agree-$spec.json" \
       --ctx "$AGREE_CTX" --text "$BOOKS/doc-0.txt" > "$OUT/agree-$spec.log" 2>&1
