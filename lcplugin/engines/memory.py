@@ -232,18 +232,10 @@ def file_weights(folder: Path, dtype_bytes: int, stored: str | None) -> int | No
 def local_folder(source: str, revision: str | None = None) -> Path | None:
     """The folder holding a checkpoint's config: ``source`` itself, or its snapshot in the local Hugging Face
     cache; None when neither is on disk (the test then skips for its weights before any estimate)."""
+    from ..models.hub import cached_folder
+
     path = Path(source).expanduser()
-    if path.is_dir():
-        return path
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    for name in ("config.json", "params.json"):
-        found = try_to_load_from_cache(source, name, revision=revision)
-        if isinstance(found, str):
-            return Path(found).parent
-    return None
+    return path if path.is_dir() else cached_folder(source, revision)
 
 
 def raw_config(folder: Path) -> dict[str, Any]:

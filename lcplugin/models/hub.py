@@ -47,17 +47,23 @@ def is_local(source: str) -> bool:
     return source.startswith(("builtin:", "/", "./", "../", "~")) or Path(source).expanduser().exists()
 
 
-def cached_on_disk(repo_id: str, revision: str | None = None) -> bool:
-    """True when the repo's config.json is already in the local Hugging Face cache."""
+def cached_folder(repo_id: str, revision: str | None = None) -> Path | None:
+    """The snapshot folder holding the repo's config (``config.json``, or Mistral's ``params.json``) in the
+    local Hugging Face cache; None when it is not there (or huggingface_hub is absent)."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
-        return False
+        return None
     for filename in ("config.json", "params.json"):
         hit = try_to_load_from_cache(repo_id, filename, revision=revision)
         if isinstance(hit, str):
-            return True
-    return False
+            return Path(hit).parent
+    return None
+
+
+def cached_on_disk(repo_id: str, revision: str | None = None) -> bool:
+    """True when the repo's config is already in the local Hugging Face cache."""
+    return cached_folder(repo_id, revision) is not None
 
 
 def weights_unreachable(source: str, revision: str | None = None) -> str | None:
