@@ -23,11 +23,13 @@ def test_suite_phase_runs_a_shape_through_the_suite_and_collects_its_summary(tmp
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # its python3 is ours
     env.update(OUT=str(tmp_path / "out"), MODELS="smollm2-135m:mistral-v3", SPECS="benches/reference/specs-cpu",
                CTX="1k", LIMIT="1", MAKE_DEVICE="cpu", LC_TOKENIZERS=str(tokenizer.parent), LC_DATA=str(data),
-               LC_RUNS=str(tmp_path / "runs"))
+               LC_RUNS=str(tmp_path / "runs"), BENCHES="benches/test_longbench_v2.py benches/test_ruler.py",
+               LC_K="longbench_v2 or niah_single_1")
     out = subprocess.run(["bash", "scripts/gpu/reference-run.sh", "suite-a"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     tests = json.loads((tmp_path / "out" / "summaries-suite-a.json").read_text())
-    assert [(t["model"], t["ctx"]) for t in tests] == [("smollm2-135m-random", 1024)]
-    assert tests[0]["prefill_tok_s"] > 0 and tests[0]["decode_tok_s"] > 0
+    assert sorted((t["benchmark"], t["model"], t["ctx"]) for t in tests) == [
+        ("longbench_v2", "smollm2-135m-random", 1024), ("ruler_niah_single_1", "smollm2-135m-random", 1024)]
+    assert all(t["prefill_tok_s"] > 0 and t["decode_tok_s"] > 0 for t in tests)
     assert not Path("/tmp/lc-ckpt/smollm2-135m").exists()  # deleted once used (the spec's source)

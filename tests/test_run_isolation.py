@@ -153,3 +153,23 @@ def test_hub_data_is_keyed_by_the_revision_it_resolves_to(tmp_path: Path, monkey
     assert old == "hub:THUDM/LongBench-v2@main:" + "a" * 40
     (refs / "main").write_text("b" * 40)  # main moved on the hub, and the cache followed
     assert digest() != old
+
+
+def test_a_generated_benchmark_needs_no_data_for_a_real_model(tmp_path: Path) -> None:
+    # RULER generates its items: on a model whose data default is the hub (every real spec) its noise
+    # tasks ran nowhere ("pass --lc-data ruler_niah_single_1=PATH ... needs the datasets package"), a key
+    # --lc-data refuses; the essay tasks read the shared texts by default, or say how to give a haystack
+    from lcplugin.config.session import Case
+    from lcplugin.plugin.caches import SessionCaches
+    from lcplugin.plugin.runner import skip_reason
+
+    session = _session(tmp_path)
+    spec = dataclasses.replace(next(s for s in session.specs.values() if s.name == "tiny-llama"), default_data="hub")
+    source = session.data_source("ruler_niah_single_1", spec)
+    assert source.kind == "generated" and "hub" not in source.digest
+    assert skip_reason(Case("ruler_niah_single_1", spec, 1024), session, SessionCaches()) is None
+    essay = skip_reason(Case("ruler_niah_single_2", spec, 1024), session, SessionCaches())
+    assert essay is None or "--lc-data ruler_haystack=PATH" in essay
+    # data a benchmark does read names the key --lc-data takes (both Ada-LEval tasks read one folder)
+    ada = skip_reason(Case("ada_leval_tsort", spec, 1024), session, SessionCaches())
+    assert ada is not None and "--lc-data ada_leval=" in ada

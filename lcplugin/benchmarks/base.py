@@ -126,7 +126,7 @@ READABLE = frozenset(f.name for f in fields(BenchOptions)) | {"sampling", "chat_
 class DataSource:
     """Where a benchmark's items come from; ``digest`` keys results and caches."""
 
-    kind: str  # "file" | "hub" | "synthetic"
+    kind: str  # "file" | "hub" | "synthetic" | "generated" (made by the benchmark, no data given)
     location: str
     digest: str = ""
 
@@ -190,6 +190,9 @@ class Benchmark:
     # the files this benchmark reads from an --lc-data folder, which alone key its results; None: its
     # data is one file, and a folder is refused when loading
     data_glob: str | None = None
+    # items it makes itself (RULER): with no --lc-data its source is "generated", never the hub, whatever
+    # the spec's default_data says (a synthetic default stays synthetic: the offline default's form)
+    generates_items: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A name outside READABLE (a typo) would key nothing: refused when the class is defined."""

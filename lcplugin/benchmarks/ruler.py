@@ -292,6 +292,8 @@ class Ruler(GenerationBenchmark):
     def items_key(self, ctx: int) -> int:
         return ctx  # a sample's seed is (task, context, index)
 
+    generates_items = True
+
     def haystack_source(self, source: DataSource) -> str | None:
         """Where the essay haystack comes from: a file, the shared texts by default, or noise (offline default)."""
         if self.task not in ESSAY_TASKS or source.kind == "synthetic":

@@ -120,6 +120,10 @@ class LcSession:
             return DataSource(kind="file", location=str(path), digest=self._digest(benchmark, path, memo))
         if spec.default_data == "synthetic":
             return DataSource(kind="synthetic", location="seeded", digest="synthetic-v1")
+        from ..benchmarks.base import get_benchmark
+
+        if get_benchmark(benchmark).generates_items:
+            return DataSource(kind="generated", location="", digest=f"generated:{key}")
         return DataSource(kind="hub", location=key, digest=self._digest(benchmark, None, memo))
 
     def _digest(self, benchmark: str, path: Path | None, digests: MutableMapping[tuple[str, str], str]) -> str:

@@ -8,6 +8,10 @@
 #   bash scripts/gpu/reference-run.sh suite-b  # carry .carry: Jamba-Reasoning-3B, Nemotron-H-8B, Zamba2-7B
 #   bash scripts/gpu/reference-run.sh suites   # both at once, suite-a on GPU 0 and suite-b on GPU 1
 #                                              # (a two-GPU machine; each figure is still one GPU's)
+# Past 128k (issues 16, 17): LongBench-v2 has few items that long (the .carry subset: none past ~300k
+# tokens), so RULER's needle task, which needs no data, prices every length; each model within a deadline:
+#   CTX=256k,512k,1m BENCHES="benches/test_longbench_v2.py benches/test_ruler.py" \
+#     LC_K="longbench_v2 or niah_single_1" MODEL_TIMEOUT=280 bash scripts/gpu/reference-run.sh suite-a
 # Fill .carry and .whl first with scripts/gpu/prepare-carry.sh (they do not fit one call together).
 # Each checkpoint is written, used and deleted in turn (seven of them would not fit the disk).
 set -uo pipefail
@@ -20,6 +24,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELIS
 DATA=${LC_DATA:-.carry/lb2_long.jsonl.xz}
 CTX=${CTX:-8k,32k,128k}
 LIMIT=${LIMIT:-1}
+BENCHES=${BENCHES:-benches/test_longbench_v2.py}  # past 128k, add benches/test_ruler.py with LC_K (below)
 
 make_ckpt() {  # make_ckpt SHAPE TOKENIZER
   python3 -c "
@@ -31,10 +36,13 @@ suite() {  # suite SHAPE TOKENIZER: one model through the suite, then its checkp
   local t0=$SECONDS
   make_ckpt "$1" "$2"
   echo "checkpoint $1: $((SECONDS - t0)) s"
-  python3 -m pytest benches/test_longbench_v2.py -p no:cacheprovider -rs --lc-specs "${SPECS:-benches/reference/specs}" \
+  local select=(); [ -n "${LC_K:-}" ] && select=(-k "$LC_K")
+  # shellcheck disable=SC2086  # BENCHES and LC_ARGS are lists of words
+  timeout "${MODEL_TIMEOUT:-3600}" python3 -m pytest $BENCHES "${select[@]}" -p no:cacheprovider -rs \
+    --lc-specs "${SPECS:-benches/reference/specs}" \
     --lc-models "$1-random" --lc-ctx "$CTX" --lc-limit "$LIMIT" --lc-data "longbench_v2=$DATA" \
     --lc-sampling greedy --lc-results "$RUNS" --lc-baselines "$RUNS/baselines" ${LC_ARGS:-} 2>&1 \
-    | grep -v -i warning | tail -12
+    | grep -v -i warning | tail -"${TAIL:-12}"
   rm -rf "${CKPT:?}/$1"
 }
 
