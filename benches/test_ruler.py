@@ -56,3 +56,13 @@ def test_ruler_cwe(lc_case, lc_run):
 @pytest.mark.lc_benchmark("ruler_fwe")
 def test_ruler_fwe(lc_case, lc_run):
     lc_run(lc_case)
+
+
+@pytest.mark.lc_benchmark("ruler_qa_1")
+def test_ruler_qa_1(lc_case, lc_run):
+    lc_run(lc_case)
+
+
+@pytest.mark.lc_benchmark("ruler_qa_2")
+def test_ruler_qa_2(lc_case, lc_run):
+    lc_run(lc_case)

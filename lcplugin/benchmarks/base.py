@@ -14,6 +14,7 @@ from typing import Any
 
 from ..engines.base import Completion, SamplingSettings
 from ..errors import DataError, LcError
+from .ruler_qa import QA_DATA as RULER_QA
 from .ruler_tasks import TASKS as RULER_TASKS
 from .truncation import PromptBuilder
 
@@ -23,11 +24,12 @@ BENCHMARKS: dict[str, str] = {
     "ada_leval_bestanswer": "lcplugin.benchmarks.ada_leval:BestAnswer",
     "ada_leval_tsort": "lcplugin.benchmarks.ada_leval:TSort",
     "pg19": "lcplugin.benchmarks.pg19:PG19",
-    **{f"ruler_{task}": f"lcplugin.benchmarks.ruler:Ruler_{task}" for task in RULER_TASKS},
+    **{f"ruler_{task}": f"lcplugin.benchmarks.ruler:Ruler_{task}" for task in (*RULER_TASKS, *RULER_QA)},
 }
 # the --lc-data key of each benchmark (both Ada-LEval tasks read one folder, the RULER tasks one haystack)
 DATA_KEYS = {"ada_leval_bestanswer": "ada_leval", "ada_leval_tsort": "ada_leval",
-             **{f"ruler_{task}": "ruler_haystack" for task in RULER_TASKS}}
+             **{f"ruler_{task}": "ruler_haystack" for task in RULER_TASKS},
+             **{f"ruler_{task}": key for task, (key, _) in RULER_QA.items()}}
 # every key --lc-data accepts; anything else is a typo, refused at configure time
 DATA_KEY_NAMES = tuple(sorted({DATA_KEYS.get(name, name) for name in BENCHMARKS}))
 

@@ -1,6 +1,6 @@
 """RULER-style synthetic tasks at any length: needle retrieval, variable tracking, word aggregation.
 
-Each RULER task (``ruler_tasks.TASKS``; the two QA tasks are not here yet) is its own benchmark,
+Each RULER task (``ruler_tasks.TASKS``, and the two QA tasks of ``ruler_qa``) is its own benchmark,
 ``ruler_<task>``, so each is its own test id. A prompt is filled to the context with the model's own
 tokenizer, leaving the task's generation budget, and counted exactly in tokens: every distinct unit of
 text (a haystack line or sentence, a needle, a numbered word) is tokenized once per tokenizer and kept;
@@ -28,6 +28,7 @@ from typing import Any
 
 from ..engines.base import SamplingSettings
 from ..errors import DataError
+from . import ruler_qa as rq
 from . import ruler_tasks as rt
 from .base import DataSource, EvalSession, GenerationBenchmark, Item
 from .datafiles import read_records
@@ -122,11 +123,16 @@ def essay(where: str) -> rt.TextSeq:
     return _ESSAYS[where]
 
 
-def draft(task: str, ctx: int, index: int, depths: int, hay: rt.UnitSeq | None, icl_lines: int = -1) -> rt.Draft:
+def draft(task: str, ctx: int, index: int, depths: int, hay: rt.UnitSeq | None, icl_lines: int = -1,
+          qa_data: rq.QAData | None = None) -> rt.Draft:
     """Sample ``index`` of ``task`` at context ``ctx``: its seed, its depth, its text parts."""
     rng = random.Random(rt.sample_seed(task, ctx, index))
     order = rt.depth_order(depths)
     depth = order[index % len(order)]
+    if task in rq.QA_DATA:
+        if qa_data is None:
+            raise DataError(f"ruler_{task} needs its data: pass --lc-data {rq.QA_DATA[task][0]}=PATH")
+        return rq.qa(task, index, rng, depth, qa_data)
     if task in rt.NIAH_TASKS:
         return rt.niah(task, rng, depth, hay)
     if task == "vt":
@@ -170,10 +176,11 @@ class PromptMaker:
             if d.listed is not None:
                 words += d.listed_times * self.state.seq_prefix(d.listed, n)[n]
             return words + (self.numbers_prefix(d.numbered(n))[d.numbered(n)] if d.numbered else 0)
+        labels = 0 if d.labels is None else st.seq_prefix(d.labels, n + len(d.inserts))[n + len(d.inserts)]
         if d.repeat is not None:
-            return inserted + n * len(st.unit_ids([d.repeat])[0])
+            return labels + inserted + n * len(st.unit_ids([d.repeat])[0])
         prefix = st.seq_prefix(d.seq, d.start + n)
-        return inserted + prefix[d.start + n] - prefix[d.start]
+        return labels + inserted + prefix[d.start + n] - prefix[d.start]
 
     def numbers_prefix(self, entries: int) -> list[int]:
         """Running token counts of a numbered list's labels "1.", " 2.", ... " <entries>." (kept per tokenizer)."""
@@ -247,13 +254,14 @@ class PromptMaker:
 
 
 def build(tokenizer: Any, task: str, tokens: int, index: int, *, chat_mode: str = "auto", depths: int = 10,
-          hay: rt.UnitSeq | None = None, maker: PromptMaker | None = None) -> tuple[list[int], rt.Draft, int, str] | None:
+          hay: rt.UnitSeq | None = None, maker: PromptMaker | None = None,
+          qa_data: rq.QAData | None = None) -> tuple[list[int], rt.Draft, int, str] | None:
     """One prompt of ``task`` for a context of ``tokens`` (any count: 1,048,576 too), leaving its generation
     budget: (ids, draft, haystack size, path), or None when not even the needles fit."""
     maker = maker or PromptMaker(tokenizer, chat_mode)
     if task in ESSAY_TASKS and hay is None:
         hay = rt.TextSeq("noise", [rt.line(rt.NOISE, True)])
-    d = draft(task, tokens, index, depths, hay, maker.icl_lines() if task == "vt" else -1)
+    d = draft(task, tokens, index, depths, hay, maker.icl_lines() if task == "vt" else -1, qa_data)
     made = maker.make(d, tokens - rt.NEW_TOKENS[task], task)
     return None if made is None else (made[0], d, made[1], made[2])
 
@@ -295,7 +303,10 @@ class Ruler(GenerationBenchmark):
     generates_items = True
 
     def haystack_source(self, source: DataSource) -> str | None:
-        """Where the essay haystack comes from: a file, the shared texts by default, or noise (offline default)."""
+        """Where the essay haystack comes from: a file, the shared texts by default, or noise (offline default);
+        for the QA tasks, their data file ("" when none was given)."""
+        if self.task in rq.QA_DATA:
+            return source.location if source.kind == "file" else ""
         if self.task not in ESSAY_TASKS or source.kind == "synthetic":
             return None
         if source.kind == "file":
@@ -303,16 +314,20 @@ class Ruler(GenerationBenchmark):
         return str(SHARED_TEXTS) if SHARED_TEXTS.exists() else ""
 
     def skip_reason(self, source: DataSource, ctx: int) -> str | None:
-        if self.haystack_source(source) == "":
-            return (f"{self.name}: the essay haystack needs long English text; pass --lc-data ruler_haystack=PATH "
-                    "(a .txt file, a folder of them, or a .jsonl with 'context' or 'text')")
-        return None
+        if self.haystack_source(source) != "":
+            return None
+        if self.task in rq.QA_DATA:
+            key, what = rq.QA_DATA[self.task]
+            return f"{self.name}: RULER's QA task reads {what}, not shipped here; pass --lc-data {key}=PATH"
+        return (f"{self.name}: the essay haystack needs long English text; pass --lc-data ruler_haystack=PATH "
+                "(a .txt file, a folder of them, or a .jsonl with 'context' or 'text')")
 
     def load_items(self, source: DataSource, ctx: int, limit: int | None) -> list[Item]:
         hay = self.haystack_source(source)
+        data = rq.qa_data(self.task, hay) if self.task in rq.QA_DATA else None
         items = []
         for i in range(limit or DEFAULT_SAMPLES):
-            d = draft(self.task, ctx, i, self.options.ruler_depths, None, 0)
+            d = draft(self.task, ctx, i, self.options.ruler_depths, None, 0, data)
             depth = None if d.depth is None else round(100 * d.depth)
             items.append(Item(id=f"{i:04d}", gold=json.dumps(d.answers), fields={"index": i, "haystack": hay},
                               meta={"depth": depth}))
@@ -320,7 +335,8 @@ class Ruler(GenerationBenchmark):
 
     def score(self, item: Item, response: str) -> dict[str, Any]:
         pred = postprocess(response)
-        share = string_match_all(pred, json.loads(item.gold))
+        metric = string_match_part if self.task in rq.QA_DATA else string_match_all
+        share = metric(pred, json.loads(item.gold))
         return {"pred": pred, "score": share, "correct": share == 1.0, "null": not pred}
 
     def evaluate(self, items: Sequence[Item], session: EvalSession) -> None:
@@ -332,8 +348,9 @@ class Ruler(GenerationBenchmark):
             ready, built = [], []
             for item in todo[start:start + session.chunk_size]:
                 where = item.fields["haystack"]
-                hay = essay(where) if where else rt.TextSeq("noise", [rt.line(rt.NOISE, True)])
-                d = draft(self.task, session.ctx, item.fields["index"], self.options.ruler_depths, hay, icl)
+                data = rq.qa_data(self.task, where) if self.task in rq.QA_DATA else None
+                hay = (None if data else essay(where) if where else rt.TextSeq("noise", [rt.line(rt.NOISE, True)]))
+                d = draft(self.task, session.ctx, item.fields["index"], self.options.ruler_depths, hay, icl, data)
                 made = maker.make(d, budget, self.task)
                 if made is None:
                     session.emit({"id": item.id, "benchmark": self.name, "ctx": session.ctx, "skipped": "overlength",
@@ -345,8 +362,8 @@ class Ruler(GenerationBenchmark):
             completions = session.generate([b.ids for b in built], session.sampling) if built else []
             for (item, n, path), prompt, comp in zip(ready, built, completions, strict=True):
                 record = self.record(item, prompt, comp, session)
-                record.update(haystack="essay" if item.fields["haystack"] else "noise" if self.task in ESSAY_TASKS
-                              else None, haystack_units=n, assembly=path)
+                record.update(haystack="documents" if self.task in rq.QA_DATA else "essay" if item.fields["haystack"]
+                              else "noise" if self.task in ESSAY_TASKS else None, haystack_units=n, assembly=path)
                 session.emit(record)
             if session.progress:
                 session.progress(len(todo[start:start + session.chunk_size]))
@@ -371,5 +388,5 @@ def _task_class(task: str) -> type[Ruler]:
     return type(f"Ruler_{task}", (Ruler,), {"task": task, "name": f"ruler_{task}", "__module__": __name__})
 
 
-CLASSES = {task: _task_class(task) for task in rt.TASKS}
+CLASSES = {task: _task_class(task) for task in (*rt.TASKS, *rq.QA_DATA)}
 globals().update({cls.__name__: cls for cls in CLASSES.values()})  # "lcplugin.benchmarks.ruler:Ruler_vt"

@@ -52,7 +52,7 @@ NIAH_TASKS = {
 }
 TASKS = (*NIAH_TASKS, "vt", "cwe", "fwe")
 # tokens_to_generate of constants.py
-NEW_TOKENS = {**dict.fromkeys(NIAH_TASKS, 128), "vt": 30, "cwe": 120, "fwe": 50}
+NEW_TOKENS = {**dict.fromkeys(NIAH_TASKS, 128), "vt": 30, "cwe": 120, "fwe": 50, "qa_1": 32, "qa_2": 32}
 
 def _words(text: str) -> list[str]:
     return text.split()
@@ -177,6 +177,7 @@ class Draft:
     listed_times: int = 0  # ... each this many times
     order: Callable[[int], list[str]] | None = None  # cwe/fwe: the units for n, in order
     shorter: Draft | None = None  # the same sample without its few-shot example, where that does not fit
+    labels: UnitSeq | None = None  # qa: a label before each unit ("Document k:\n"), counted as units too
 
     def units(self, n: int) -> list[str]:
         """The context's units for haystack size ``n``: haystack units with the needles between them."""
@@ -187,6 +188,8 @@ class Draft:
         # earlier one ends up before it (a variable chain keeps its order)
         for _, (fraction, text) in sorted(enumerate(self.inserts), key=lambda p: (-p[1][0], -p[0])):
             hay.insert(round(fraction * n), text)
+        if self.labels is not None:
+            hay = [u for k, unit in enumerate(hay) for u in (self.labels.unit(k), unit)]
         return hay
 
 
