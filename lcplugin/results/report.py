@@ -3,8 +3,8 @@
 One plot per benchmark and plotted figure (``figures.reaching("plot")``: accuracy with its Wilson
 95 % band, null rate, tokens/s, peak memory, PG-19's perplexity), one line per model, context on a
 log2 axis; one markdown column per ``figures.reaching("markdown")``. Figures a run did not measure
-(memory on CPU) are left out of the plot, never drawn as zero. RULER's depth × length maps and
-effective length: ``ruler_report``.
+(memory on CPU) are left out of the plot, never drawn as zero. Where SSMs and hybrids get cheaper per
+item than Transformers: ``crossover``. RULER's depth × length maps and effective length: ``ruler_report``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from ..config.contexts import ctx_label
 from ..errors import LcError
-from . import figures, ruler_report
+from . import crossover, figures, ruler_report
 from .figures import Figure
 from .runfolder import RunFolder, SummaryUnreadable
 
@@ -144,5 +144,6 @@ def write_report(run_dirs: Sequence[Path], out: Path) -> list[Path]:
                 images[bench].append(path)
     ruler_md, ruler_maps = ruler_report.write(tests, out, several)
     md = out / "report.md"
-    md.write_text(markdown(tests, images, ruler_md), encoding="utf-8")
+    md.write_text(markdown(tests, images, "\n".join(filter(None, [crossover.markdown(tests), ruler_md]))),
+                  encoding="utf-8")
     return [md, *(p for paths in images.values() for p in paths), *ruler_maps]
