@@ -11,6 +11,7 @@ import pytest
 
 from lcplugin.benchmarks.base import (
     BENCHMARKS,
+    DATA_KEYS,
     READABLE,
     Benchmark,
     BenchOptions,
@@ -20,6 +21,9 @@ from lcplugin.benchmarks.base import (
 )
 from lcplugin.benchmarks.ruler_tasks import NEW_TOKENS
 from lcplugin.engines.base import Completion
+
+from .suite_runs import NEED_FILES
+from .test_ruler_qa import WRITERS
 
 
 def test_a_name_a_benchmark_cannot_read_is_refused_when_the_class_is_defined():
@@ -39,7 +43,7 @@ class _Spy:
 
 
 @pytest.mark.parametrize("name", sorted(BENCHMARKS))
-def test_a_benchmark_reads_only_the_options_it_declares(name):
+def test_a_benchmark_reads_only_the_options_it_declares(name, tmp_path):
     """Load, evaluate (fake engine), aggregate and score each benchmark on synthetic data, with every option
     off its default: each option read is in ``reads``, so its results and baselines are keyed by it.
     (The token cache's key is not a result: this runs without one.)"""
@@ -62,7 +66,11 @@ def test_a_benchmark_reads_only_the_options_it_declares(name):
     sampling = bench.sampling(False)
     bench.sampling(True)
     bench.new_tokens()
-    items = bench.load_items(DataSource(kind="synthetic", location="seeded"), ctx, 3)
+    source = DataSource(kind="synthetic", location="seeded")
+    if name in NEED_FILES:  # RULER's QA tasks: a small file in their layout
+        key = DATA_KEYS[name]
+        source = DataSource(kind="file", location=str(WRITERS[key](tmp_path / f"{key}.json")))
+    items = bench.load_items(source, ctx, 3)
     session = EvalSession(generate=generate, tokenizer=build_tokenizer(), ctx=ctx, chat_mode="auto", sampling=sampling,
                           emit=records.append, chunk_size=2, window=ctx, loglikelihood=loglikelihood)
     bench.progress_total(items, frozenset())

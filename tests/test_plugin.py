@@ -11,7 +11,7 @@ import pytest
 from lcplugin.benchmarks.base import BENCHMARKS
 
 from .conftest import REPO, only_run_summary
-from .suite_runs import DEFAULT
+from .suite_runs import DEFAULT, OFFLINE
 
 pytest_plugins = ["pytester"]
 
@@ -60,7 +60,7 @@ def test_offline_default_runs_every_tiny_test_and_says_why_the_others_skip(share
     assert "lcplugin summary" in run.stdout and "no baseline" in run.stdout
     tests = run.summary()["tests"]
     assert {(t["benchmark"], t["model"], t["ctx"]) for t in tests} == {
-        (b, m, c) for b in BENCHMARKS
+        (b, m, c) for b in OFFLINE
         for m in ("tiny-llama", "tiny-mamba2") for c in (1024, 2048)}
 
 

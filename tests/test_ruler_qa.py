@@ -27,8 +27,9 @@ def _fact(a: int, p: int) -> tuple[str, str, str]:
     return name, code, f"{FILLER} The code of {name} is {code}. {FILLER}"
 
 
-@pytest.fixture(scope="module")
-def squad(tmp_path_factory) -> Path:
+def write_squad(path: Path) -> Path:
+    """A small file in SQuAD 2.0's layout: 8 articles of 3 paragraphs, one answerable and one unanswerable
+    question each."""
     articles = []
     for a in range(8):
         paragraphs = []
@@ -38,21 +39,32 @@ def squad(tmp_path_factory) -> Path:
                 {"question": f"What is the code of {name}?", "answers": [{"text": code}], "is_impossible": False},
                 {"question": f"What is the colour of {name}?", "answers": [], "is_impossible": True}]})
         articles.append({"title": f"a{a}", "paragraphs": paragraphs})
-    path = tmp_path_factory.mktemp("qa") / "dev-v2.0.json"
     path.write_text(json.dumps({"version": "v2.0", "data": articles}))
     return path
 
 
-@pytest.fixture(scope="module")
-def hotpot(tmp_path_factory) -> Path:
+def write_hotpot(path: Path) -> Path:
+    """A small file in HotpotQA's layout: 12 questions of two context documents each."""
     rows = []
     for a in range(12):
         n1, c1, t1 = _fact(a, 1)
         rows.append({"question": f"What is the code of {n1}?", "answer": c1,
                      "context": [[f"Title {a} one", [t1]], [f"Title {a} two", [FILLER, " Bells ring."]]]})
-    path = tmp_path_factory.mktemp("qa") / "hotpot_dev_distractor_v1.json"
     path.write_text(json.dumps(rows))
     return path
+
+
+WRITERS = {"ruler_squad": write_squad, "ruler_hotpotqa": write_hotpot}  # by --lc-data key
+
+
+@pytest.fixture(scope="module")
+def squad(tmp_path_factory) -> Path:
+    return write_squad(tmp_path_factory.mktemp("qa") / "dev-v2.0.json")
+
+
+@pytest.fixture(scope="module")
+def hotpot(tmp_path_factory) -> Path:
+    return write_hotpot(tmp_path_factory.mktemp("qa") / "hotpot_dev_distractor_v1.json")
 
 
 def test_the_readers_follow_rulers_rules(squad, hotpot):
@@ -106,6 +118,8 @@ def test_without_its_file_a_qa_task_skips_naming_the_key():
         for kind in ("generated", "synthetic"):
             why = get_benchmark(f"ruler_{task}").skip_reason(DataSource(kind=kind, location=""), 1024)
             assert why is not None and f"--lc-data {key}=PATH" in why
+        with pytest.raises(Exception, match=f"--lc-data {key}=PATH"):  # loading without it says the same
+            get_benchmark(f"ruler_{task}").load_items(DataSource(kind="generated", location=""), 1024, 1)
 
 
 @pytest.mark.parametrize("ctx", [1024, 8192])

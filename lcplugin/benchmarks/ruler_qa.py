@@ -96,6 +96,9 @@ _DATA: dict[tuple[str, str], QAData] = {}
 
 def qa_data(task: str, where: str) -> QAData:
     """The task's questions and documents, read once per process."""
+    if not where:
+        key, what = QA_DATA[task]
+        raise DataError(f"ruler_{task} reads {what}, not shipped here: pass --lc-data {key}=PATH")
     if (task, where) not in _DATA:
         read = read_squad if task == "qa_1" else read_hotpotqa
         got = read(Path(where))
