@@ -121,7 +121,7 @@ def test_tensor_parallel_vllm_runs_in_the_worker_and_leaves_no_process(tmp_path,
     script = tmp_path / "parent.py"
     script.write_text(TP_PARENT)
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    env["VLLM_CPU_OMP_THREADS_BIND"] = "0|1"  # one core per rank (vLLM's auto-bind wants NUMA nodes)
+    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "0|1")  # one core per rank (vLLM's auto-bind wants NUMA nodes)
     parent = subprocess.Popen([sys.executable, str(script), str(materialize("tiny-llama")), str(tmp_path / "logs")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     try:
