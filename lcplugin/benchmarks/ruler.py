@@ -131,7 +131,7 @@ def draft(task: str, ctx: int, index: int, depths: int, hay: rt.UnitSeq | None, 
     depth = order[index % len(order)]
     if task in rq.QA_DATA:
         if qa_data is None:
-            raise DataError(f"ruler_{task} needs its data: pass --lc-data {rq.QA_DATA[task][0]}=PATH")
+            raise DataError(rq.missing(task))
         return rq.qa(task, index, rng, depth, qa_data)
     if task in rt.NIAH_TASKS:
         return rt.niah(task, rng, depth, hay)
@@ -317,8 +317,7 @@ class Ruler(GenerationBenchmark):
         if self.haystack_source(source) != "":
             return None
         if self.task in rq.QA_DATA:
-            key, what = rq.QA_DATA[self.task]
-            return f"{self.name}: RULER's QA task reads {what}, not shipped here; pass --lc-data {key}=PATH"
+            return rq.missing(self.task)
         return (f"{self.name}: the essay haystack needs long English text; pass --lc-data ruler_haystack=PATH "
                 "(a .txt file, a folder of them, or a .jsonl with 'context' or 'text')")
 

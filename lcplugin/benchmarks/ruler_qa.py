@@ -29,7 +29,7 @@ QA = ("Answer the question based on the given documents. Only give me the answer
       "documents. Only give me the answer and do not output any other words.\n\nQuestion: {query}")
 QA_PREFIX = " Answer:"
 DOCUMENT = "Document {i}:\n"
-# task: (its --lc-data key, the file RULER reads, the reader)
+# task: (its --lc-data key, the file RULER reads, named for the skip line)
 QA_DATA = {"qa_1": ("ruler_squad", "SQuAD 2.0 dev JSON (dev-v2.0.json)"),
            "qa_2": ("ruler_hotpotqa", "HotpotQA dev distractor JSON (hotpot_dev_distractor_v1.json)")}
 
@@ -91,14 +91,19 @@ def read_hotpotqa(path: Path) -> QAData:
     return QAData(tuple(questions), tuple(docs))
 
 
+def missing(task: str) -> str:
+    """The one line said when a QA task's file was not given (its skip reason, and the error of loading)."""
+    key, what = QA_DATA[task]
+    return f"ruler_{task}: RULER's QA task reads {what}, not shipped here; pass --lc-data {key}=PATH"
+
+
 _DATA: dict[tuple[str, str], QAData] = {}
 
 
 def qa_data(task: str, where: str) -> QAData:
     """The task's questions and documents, read once per process."""
     if not where:
-        key, what = QA_DATA[task]
-        raise DataError(f"ruler_{task} reads {what}, not shipped here: pass --lc-data {key}=PATH")
+        raise DataError(missing(task))
     if (task, where) not in _DATA:
         read = read_squad if task == "qa_1" else read_hotpotqa
         got = read(Path(where))
