@@ -6,7 +6,7 @@
 # carrying .carry (scripts/gpu/prepare-carry.sh fills it):
 #   bash scripts/gpu/vllm-run.sh llama-3.1-8b-vllm:llama-3.1-8b:llama3.1 [SPEC:SHAPE:TOKENIZER ...]
 # Each model: checkpoint written, suite run, agreement check, checkpoint deleted (disk). Figures and
-# logs under $OUT. AGREE_CTX (default 8k,32k; "" skips), CTX, LIMIT, PG19_WINDOWS choose the work.
+# logs under $OUT. AGREE_CTX (default 8k,32k; "" skips), SUITE (0 skips), CTX, LIMIT, PG19_WINDOWS choose the work.
 # vLLM is loaded once per model at max_model_len MAX_LEN (131072) (compiled and captured once, not per context).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,6 +33,7 @@ one() {  # one SPEC SHAPE TOKENIZER
 from pathlib import Path; from lcplugin.models.random_models import make
 make('$shape', Path('$CKPT/$shape'), Path('$TOK/$tok'), device='${MAKE_DEVICE:-cuda}')" 2>&1 | grep -v Warning | tail -3
   echo "== $spec: checkpoint $((SECONDS - t0)) s"
+  if [ "${SUITE:-1}" = 1 ]; then  # SUITE=0: the agreement check alone
   python3 -m pytest benches/test_longbench_v2.py benches/test_pg19.py -p no:cacheprovider -rs \
     --lc-specs "${SPECS:-benches/reference/specs-vllm}" --lc-models "$spec" --lc-ctx "$CTX" --lc-limit "$LIMIT" \
     --lc-data "longbench_v2=$DATA" --lc-data "pg19=$BOOKS" --lc-pg19-windows "${PG19_WINDOWS:-2}" \
@@ -45,6 +46,7 @@ make('$shape', Path('$CKPT/$shape'), Path('$TOK/$tok'), device='${MAKE_DEVICE:-c
     for w in "$RUNS"/*/logs/worker-"$spec"-*.log; do
       [ -f "$w" ] && grep -v -i warning "$w" | tail -200 > "$OUT/worker-$(basename "$w")"
     done
+  fi
   fi
   if [ -n "$AGREE_CTX" ]; then
     timeout 420 python3 scripts/gpu/check_vllm_agreement.py "$CKPT/$shape" "$OUT/agree-$spec.json" \
