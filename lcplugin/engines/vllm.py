@@ -167,16 +167,18 @@ class VLLMEngine(EngineTelemetry):
         """NLL of the last ``score_last`` tokens, the whole sequence within ``max_model_len``.
 
         PG-19 sends windows of exactly the test's context, and vLLM scores a prompt only while
-        generating at least one token, which would not fit. So the last token is not sent: it is the
-        one token generated, forced with ``allowed_token_ids``, and its log-probability is read from
-        the raw logits (vLLM's default ``logprobs_mode``), before that restriction applies.
+        generating at least one token, which would not fit. So the last token is not sent: one token
+        is generated after the rest, and the last token's log-probability is read from the raw logits
+        (vLLM's default ``logprobs_mode``) through ``logprob_token_ids``. Not ``allowed_token_ids``:
+        vLLM 0.26 bounds those by the tokenizer's length, and a padded vocabulary's ids past it (random
+        weights choose them) were refused on the H200.
         """
         from vllm.inputs import TokensPrompt
 
         if not 0 < score_last < len(tokens):
             raise ValueError(f"score_last={score_last} must be in 1..{len(tokens) - 1}")
         last = int(tokens[-1])
-        params = self._sampling_cls(max_tokens=1, temperature=0.0, logprobs=0, allowed_token_ids=[last],
+        params = self._sampling_cls(max_tokens=1, temperature=0.0, logprob_token_ids=[last],
                                     prompt_logprobs=0 if score_last > 1 else None, detokenize=False)
         start = time.perf_counter()
         result = self.llm.generate([TokensPrompt(prompt_token_ids=list(tokens[:-1]))], params, use_tqdm=False)[0]
