@@ -205,3 +205,26 @@ def test_hf_logits_only_where_needed(name, chunk):
         engine.close()
     assert generated and max(generated) == 1
     assert rows and max(rows) <= 101 and sum(rows) <= 101 + (4 if chunk else 0)
+
+
+def test_the_scan_kernel_gets_16_byte_aligned_inputs_in_every_chunk(monkeypatch):
+    """On the H200, transformers' Mamba-2.8B read in chunks of 16,384 tokens crashed mamba-ssm's selective
+    scan ("CUDA error: misaligned address"): after the first chunk, transformers hands the scan the conv
+    output sliced past the carried conv window (d_conv = 4 tokens in), a view 8 bytes past 16-byte alignment
+    in bf16, and the kernel loads 16 bytes at a time whenever the length is a multiple of its block (2,048
+    tokens for long scans). The carried scan gives the kernel aligned copies; bf16 here, as on the GPU."""
+    from transformers import AutoModelForCausalLM
+    from transformers.models.mamba import modeling_mamba
+
+    model = AutoModelForCausalLM.from_pretrained(str(materialize("tiny-mamba")), dtype=torch.bfloat16).eval()
+    original, seen = modeling_mamba.mamba_selective_scan, []
+
+    def kernel(u, delta, A, B, C, D=None, z=None, **kwargs):  # mamba-ssm's view of its inputs
+        seen.append([t.data_ptr() % 16 for t in (u, delta, B, C, z) if t is not None and t.stride(-1) == 1])
+        return original(u, delta, A, B, C, D=D, z=z, **kwargs)
+
+    monkeypatch.setattr(modeling_mamba, "mamba_selective_scan", kernel)
+    with torch.inference_mode():
+        prefill.forward_chunks(model, _ids(512), 128)
+    assert len(seen) == 4 * model.config.num_hidden_layers
+    assert all(offset == 0 for call in seen for offset in call), seen

@@ -107,9 +107,23 @@ def _before_mixer(module: Any, args: tuple, kwargs: dict) -> None:
     _STATE.h0 = None if cache is None else _cached_state(cache, module.layer_idx)
 
 
+def _aligned(t: Any) -> Any:
+    """``t``, or an aligned copy of it: mamba-ssm's selective scan loads 16 bytes at a time where the
+    length is a multiple of its block (2,048 tokens for long scans) and checks only the last stride, so a
+    view that starts mid-vector faults ("CUDA error: misaligned address", the H200 at chunks of 16,384)."""
+    import torch
+
+    if t is None or t.stride(-1) != 1 or t.data_ptr() % 16 == 0:
+        return t
+    return torch.empty_like(t, memory_format=torch.contiguous_format).copy_(t)
+
+
 def _carrying(original: Callable[..., Any]) -> Callable[..., Any]:
     def scan(u: Any, delta: Any, A: Any, B: Any, C: Any, D: Any = None, z: Any = None, delta_bias: Any = None,
              delta_softplus: bool = False, return_last_state: bool = False, **kwargs: Any) -> Any:
+        # after a chunk, transformers passes the conv output sliced past the carried conv window: u is a
+        # view d_conv elements in (8 bytes in bf16)
+        u, delta, B, C, z = (_aligned(t) for t in (u, delta, B, C, z))
         h0, _STATE.h0 = getattr(_STATE, "h0", None), None
         if h0 is None:
             return original(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
