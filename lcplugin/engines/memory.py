@@ -11,7 +11,7 @@ The parts, each from the config (no weights read):
 - weights: the checkpoint's weight files (resized to the dtype it loads in), else the parameters
   of the architecture built on the meta device, or, for mamba-ssm checkpoints, its state-dict shapes;
 - KV cache: attention layers x key-value heads x head dim x 2 (keys, values) x dtype bytes per token,
-  times the prompt and its generation;
+  times the tokens cached at the peak moment (see ``ModelMemory.at``);
 - SSM states: each Mamba layer's conv window and state, per sequence (constant in the context);
 - activations: the widest forward a chunk makes, per token, times the tokens one forward reads (the
   engine's own prefill chunk rule, or the whole prompt): 4 x hidden for the residual stream and
@@ -56,10 +56,17 @@ class ModelMemory:
     weights_from: str  # "files", "meta" or "shapes": how the weights were counted
 
     def at(self, tokens: int, new_tokens: int = 0) -> CellMemory:
-        """The estimate for one sequence of ``tokens`` prompt tokens and ``new_tokens`` generated."""
-        forward = min(self.chunk, tokens) if self.chunk else tokens
-        return CellMemory(tokens=tokens, weights=self.weights, kv=self.kv_per_token * (tokens + new_tokens),
-                          states=self.states, activations=self.act_per_token * forward, forward_tokens=forward,
+        """The estimate for one sequence of ``tokens`` prompt tokens and ``new_tokens`` generated: its peak
+        moment. Read in chunks, a prompt peaks in the last full chunk's forward (the widest activations
+        beside the cache so far) or in the last, shorter one (the whole cache), never both at once: counting
+        both put Jamba at 1M 15 % over its measured peak (H200, 2026-11-30). Decoding adds the new tokens'
+        cache with no wide activations."""
+        chunk = min(self.chunk, tokens) if self.chunk else tokens
+        full = tokens // chunk * chunk if chunk else tokens  # where the last full-width forward ends
+        moments = [(full, chunk), (tokens, tokens - full), (tokens + new_tokens, 0)]  # (cached, forward)
+        cached, forward = max(moments, key=lambda m: self.kv_per_token * m[0] + self.act_per_token * m[1])
+        return CellMemory(tokens=tokens, weights=self.weights, kv=self.kv_per_token * cached, states=self.states,
+                          activations=self.act_per_token * forward, forward_tokens=forward,
                           kv_per_token=self.kv_per_token)
 
 
@@ -72,7 +79,7 @@ class CellMemory:
     kv: int
     states: int
     activations: int
-    forward_tokens: int  # tokens one forward reads (the chunk, or the whole prompt)
+    forward_tokens: int  # the forward at the peak moment: a chunk, the last shorter one, the prompt; 0: decoding
     kv_per_token: int
 
     @property
