@@ -142,6 +142,9 @@ class FakeEngine(EngineTelemetry):
         self._event("close")
 
     # -- what the worker tests call ------------------------------------------------------------
+    def getenv(self, name: str) -> str | None:
+        return os.environ.get(name)
+
     def echo(self, value: Any, delay_s: float = 0.0) -> Any:
         time.sleep(delay_s)
         return value

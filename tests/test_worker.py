@@ -55,6 +55,27 @@ def wait_gone(pid: int, seconds: float) -> bool:
     return gone(pid)
 
 
+def test_the_worker_sets_its_engines_environment_unless_the_user_did(tmp_path, monkeypatch):
+    # Zamba2 at 256k on the H200 died of an out-of-memory error with 42.2 GiB that torch had reserved
+    # but not allocated: the engine's worker grows torch's allocator in expandable segments; a user's own
+    # PYTORCH_CUDA_ALLOC_CONF stands, and vLLM, which sizes its own pool, keeps torch's default
+    from lcplugin.engines.registry import engine_entry
+
+    name = "PYTORCH_CUDA_ALLOC_CONF"
+    monkeypatch.delenv(name, raising=False)
+    for engine in ("hf", "mamba_ssm", "fake"):
+        assert dict(engine_entry(engine).environment) == {name: "expandable_segments:True"}
+    assert engine_entry("vllm").environment == ()
+    for theirs, expected in ((None, "expandable_segments:True"), ("max_split_size_mb:512", "max_split_size_mb:512")):
+        if theirs:
+            monkeypatch.setenv(name, theirs)
+        w = EngineWorker(FAKE, tmp_path / "logs", start_timeout_s=120)
+        try:
+            assert w.call("getenv", name) == expected
+        finally:
+            w.close(timeout_s=10)
+
+
 def test_an_interrupted_call_never_hands_its_reply_to_the_next_call(worker):
     def interrupt(signum, frame):
         raise KeyboardInterrupt

@@ -45,6 +45,10 @@ class EngineEntry:
     # forward's activations: vLLM's ``mem_used_gb`` counts its weights and the KV blocks a test held, while
     # its activations live in the pool it pre-allocates at load, so its estimate leaves them out
     counts_activations: bool = True
+    # set in the engine's worker unless the user set them: torch's allocator grows in expandable segments,
+    # since a long prompt's chunks leave blocks no later request fits (Zamba2 at 256k on the H200: out of
+    # memory with 42.2 GiB reserved but unallocated); vLLM sizes its own pool and keeps torch's default
+    environment: tuple[tuple[str, str], ...] = (("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True"),)
     extra: str = ""  # how to install what the engine imports, said when the import fails
     packages: tuple[str, ...] = ()  # distributions whose versions each run records
 
@@ -85,7 +89,7 @@ BUILTIN_ENGINES = (
         efficiency_only=frozenset({"gpu_memory_utilization", "tensor_parallel_size", "prefill_chunk", "max_num_seqs",
                                    "enforce_eager", "max_model_len", "warmup"}),
         sized_by_context=True, gpus_arg="tensor_parallel_size", gpus_env="LCPLUGIN_TP", counts_activations=False,
-        extra="pip install 'lcplugin[vllm]'", packages=("vllm",)),
+        environment=(), extra="pip install 'lcplugin[vllm]'", packages=("vllm",)),
     EngineEntry(
         name="mamba_ssm", target="lcplugin.engines.mamba_ssm:MambaSSMEngine", marker="mamba-ssm engine",
         engine_args=frozenset({"max_length", "ignore_eos", "prefill_chunk"}),

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import EngineError, WorkerDied
 from .base import EngineConfig
-from .registry import engine_class, engine_target
+from .registry import engine_class, engine_entry, engine_target
 
 _FATAL_MARKERS = ("CUDA error", "illegal memory access", "CUBLAS_STATUS", "device-side assert")
 _WATCH_S = 0.5  # how often a worker checks that its parent is alive
@@ -80,8 +80,11 @@ def _watch_parent(parent: int, idle: threading.Event) -> None:
     os._exit(70)
 
 
-def _serve(conn: Any, config: EngineConfig, target: str, log_path: str, parent: int) -> None:
+def _serve(conn: Any, config: EngineConfig, target: str, log_path: str, parent: int,
+           environment: tuple[tuple[str, str], ...] = ()) -> None:
     """Worker main: load the engine, then answer ``(id, method, args)`` requests until told to close."""
+    for name, value in environment:  # the engine's entry's settings, before anything touches the GPU
+        os.environ.setdefault(name, value)
     idle = threading.Event()
     threading.Thread(target=_watch_parent, args=(parent, idle), name="lcplugin-parent-watch", daemon=True).start()
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -139,7 +142,8 @@ class EngineWorker:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_serve, daemon=False, name=f"lcplugin-engine-{config.model}",
-                                 args=(child, config, engine_target(config.engine), str(self.log_path), os.getpid()))
+                                 args=(child, config, engine_target(config.engine), str(self.log_path), os.getpid(),
+                                       engine_entry(config.engine).environment))
         self._proc.start()
         if not _LIVE:
             atexit.register(_close_all)  # after multiprocessing's own exit hook, so it runs first
