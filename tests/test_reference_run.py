@@ -33,3 +33,15 @@ def test_suite_phase_runs_a_shape_through_the_suite_and_collects_its_summary(tmp
         ("longbench_v2", "smollm2-135m-random", 1024), ("ruler_niah_single_1", "smollm2-135m-random", 1024)]
     assert all(t["prefill_tok_s"] > 0 and t["decode_tok_s"] > 0 for t in tests)
     assert not Path("/tmp/lc-ckpt/smollm2-135m").exists()  # deleted once used (the spec's source)
+
+
+@pytest.mark.parametrize(("script", "env"), [("reference-run.sh", {}), ("vllm-run.sh", {}), ("vllm-run.sh", {"SUITE": "1"})])
+def test_a_checkpoint_folder_the_specs_do_not_read_is_refused(tmp_path: Path, script: str, env: dict) -> None:
+    # on the H200 (2026-11-30) LC_CKPT put the checkpoints where the reference specs do not look
+    # (/tmp/lc-ckpt): every test of four models skipped "local model folder does not exist"
+    run_env = {**os.environ, **env, "LC_CKPT": str(tmp_path / "ckpt"), "OUT": str(tmp_path / "out")}
+    out = subprocess.run(["bash", f"scripts/gpu/{script}", "suite-a"], cwd=REPO, env=run_env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip().endswith("unset LC_CKPT" if script == "reference-run.sh" else "unset LC_CKPT (or SUITE=0)")
+    assert "/tmp/lc-ckpt" in out.stderr and not (tmp_path / "out").exists()

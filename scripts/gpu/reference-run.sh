@@ -19,6 +19,9 @@ cd "$(dirname "$0")/../.."
 phase=${1:?phase: setup, suite-a or suite-b}
 OUT=${OUT:-results/gpu-reference}
 CKPT=${LC_CKPT:-/tmp/lc-ckpt} RUNS=${LC_RUNS:-/tmp/lc-runs-$phase} TOK=${LC_TOKENIZERS:-.carry/tokenizers}
+if [ "$CKPT" != /tmp/lc-ckpt ] && [ "$phase" != setup ]; then  # the specs' sources name that folder
+  echo "reference-run.sh: LC_CKPT=$CKPT, but the reference specs load from /tmp/lc-ckpt: unset LC_CKPT" >&2; exit 2
+fi
 mkdir -p "$OUT" "$CKPT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 DATA=${LC_DATA:-.carry/lb2_long.jsonl.xz}

@@ -14,6 +14,9 @@ OUT=${OUT:-results/gpu-vllm}
 CKPT=${LC_CKPT:-/tmp/lc-ckpt} RUNS=${LC_RUNS:-/tmp/lc-runs-vllm} TOK=${LC_TOKENIZERS:-.carry/tokenizers}
 DATA=${LC_DATA:-.carry/lb2_long.jsonl.xz} BOOKS=${LC_BOOKS:-/tmp/lc-books}
 CTX=${CTX:-8k,32k,128k} LIMIT=${LIMIT:-1} AGREE_CTX=${AGREE_CTX-8k,32k}
+if [ "$CKPT" != /tmp/lc-ckpt ] && [ "${SUITE:-1}" = 1 ]; then  # the specs' sources name that folder
+  echo "vllm-run.sh: LC_CKPT=$CKPT, but the specs load from /tmp/lc-ckpt: unset LC_CKPT (or SUITE=0)" >&2; exit 2
+fi
 mkdir -p "$OUT" "$CKPT" "$BOOKS"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
@@ -34,19 +37,19 @@ from pathlib import Path; from lcplugin.models.random_models import make
 make('$shape', Path('$CKPT/$shape'), Path('$TOK/$tok'), device='${MAKE_DEVICE:-cuda}')" 2>&1 | grep -v Warning | tail -3
   echo "== $spec: checkpoint $((SECONDS - t0)) s"
   if [ "${SUITE:-1}" = 1 ]; then  # SUITE=0: the agreement check alone
-  python3 -m pytest benches/test_longbench_v2.py benches/test_pg19.py -p no:cacheprovider -rs \
-    --lc-specs "${SPECS:-benches/reference/specs-vllm}" --lc-models "$spec" --lc-ctx "$CTX" --lc-limit "$LIMIT" \
-    --lc-data "longbench_v2=$DATA" --lc-data "pg19=$BOOKS" --lc-pg19-windows "${PG19_WINDOWS:-2}" \
-    --lc-engine-arg "max_model_len=${MAX_LEN:-131072}" --lc-sampling greedy --lc-results "$RUNS" \
-    --lc-baselines "$RUNS/baselines" ${LC_ARGS:-} > "$OUT/suite-$spec.log" 2>&1
-  grep -v -i warning "$OUT/suite-$spec.log" | grep -A 12 "lcplugin summary" | cut -c1-200
-  grep -E "passed|failed|error" "$OUT/suite-$spec.log" | tail -2
-  echo "== $spec: suite done at $((SECONDS - t0)) s"
-  if grep -q -E "[0-9]+ (failed|errors?)" "$OUT/suite-$spec.log"; then  # the root cause is in the worker's log
-    for w in "$RUNS"/*/logs/worker-"$spec"-*.log; do
-      [ -f "$w" ] && grep -v -i warning "$w" | tail -200 > "$OUT/worker-$(basename "$w")"
-    done
-  fi
+    python3 -m pytest benches/test_longbench_v2.py benches/test_pg19.py -p no:cacheprovider -rs \
+      --lc-specs "${SPECS:-benches/reference/specs-vllm}" --lc-models "$spec" --lc-ctx "$CTX" --lc-limit "$LIMIT" \
+      --lc-data "longbench_v2=$DATA" --lc-data "pg19=$BOOKS" --lc-pg19-windows "${PG19_WINDOWS:-2}" \
+      --lc-engine-arg "max_model_len=${MAX_LEN:-131072}" --lc-sampling greedy --lc-results "$RUNS" \
+      --lc-baselines "$RUNS/baselines" ${LC_ARGS:-} > "$OUT/suite-$spec.log" 2>&1
+    grep -v -i warning "$OUT/suite-$spec.log" | grep -A 12 "lcplugin summary" | cut -c1-200
+    grep -E "passed|failed|error" "$OUT/suite-$spec.log" | tail -2
+    echo "== $spec: suite done at $((SECONDS - t0)) s"
+    if grep -q -E "[0-9]+ (failed|errors?)" "$OUT/suite-$spec.log"; then  # the root cause is in the worker's log
+      for w in "$RUNS"/*/logs/worker-"$spec"-*.log; do
+        [ -f "$w" ] && grep -v -i warning "$w" | tail -200 > "$OUT/worker-$(basename "$w")"
+      done
+    fi
   fi
   if [ -n "$AGREE_CTX" ]; then
     timeout 420 python3 scripts/gpu/check_vllm_agreement.py "$CKPT/$shape" "$OUT/agree-$spec.json" \
