@@ -24,6 +24,11 @@ from .suite_runs import BenchRun, SharedRuns, bench_command
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# torch's OpenMP threads wait for each other by spinning: with two of them on a machine whose other core
+# is busy (another xdist worker, another run), each parallel region waits for a descheduled thread. The
+# offline default on two threads beside one busy core took 191 s spinning, 70 s waiting passively (66 s
+# on one thread). Set before any test imports torch; suite_runs passes it to the runs it starts.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -48,11 +53,23 @@ def run_benches(tmp_path: Path):
     return run
 
 
+# what pytest-xdist sets in its workers' environment: a pytest that a test starts would take itself for
+# a worker (pytest-benchmark then writes no --benchmark-json), so tests run without them
+XDIST_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+
+
+@pytest.fixture(autouse=True)
+def _not_an_xdist_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test sees the environment of a plain ``pytest tests``, also under ``pytest tests -n 2``."""
+    for name in XDIST_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
-def shared_run(tmp_path_factory: pytest.TempPathFactory) -> SharedRuns:
+def shared_run(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> SharedRuns:
     """``shared_run(suite_runs.DEFAULT)``: that run's ``BenchRun``, run once per session. Read only."""
     root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # one folder for all workers: their basetemps' parent
+    if hasattr(pytestconfig, "workerinput"):  # an xdist worker: one folder for all, their basetemps' parent
         root = root.parent
     return SharedRuns(root / "shared-runs")
 
@@ -77,10 +94,15 @@ def tiny_model() -> Callable[[str], Any]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that runs ``pytest benches`` (its own run, or the first reader of a shared one) is slow."""
+    """A test that runs ``pytest benches`` (its own run, or the first reader of a shared one) is slow.
+
+    The vLLM part (tests/test_vllm_environment.py, minutes long) goes first: under xdist one worker
+    runs it while the other goes through the suite, instead of it starting last, beside an idle core.
+    """
     for item in items:
         if {"run_benches", "shared_run"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.nodeid.split("::")[0] != "tests/test_vllm_environment.py")
 
 
 def only_run_summary(results: Path) -> dict:

@@ -38,7 +38,6 @@ _NOT_INHERITED = ("CI", "BUILD_NUMBER", "OMP_NUM_THREADS", "PYTEST_XDIST_WORKER"
                   "PYTEST_XDIST_TESTRUNUID", "PYTEST_ADDOPTS")
 
 
-
 # the benchmarks that run on the tiny models' seeded data, and those that need files the suite does not ship
 # (RULER's QA tasks): these skip in every offline run, saying which --lc-data they want
 NEED_FILES = frozenset(b for b in BENCHMARKS
@@ -135,8 +134,9 @@ def bench_command(args: tuple[str, ...], folder: Path, env: Mapping[str, str] | 
         base = {"PATH": "/usr/bin:/bin", "HOME": str(folder / "home")}
     else:
         base = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
-    full_env = {**base, "HF_HUB_OFFLINE": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {}),
-                **(env or {})}
+    # OMP_WAIT_POLICY: threads that wait without spinning (tests/conftest.py says why)
+    full_env = {**base, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+                **({"OMP_NUM_THREADS": str(threads)} if threads else {}), **(env or {})}
     start = time.monotonic()
     try:
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
