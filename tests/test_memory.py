@@ -138,6 +138,19 @@ def test_vllm_estimate_within_15_percent_of_what_vllm_held(tmp_path, shape):
         assert cell.activations == 0 and cell.total / 1e9 == pytest.approx(used, rel=0.15), (ctx, cell.total / 1e9)
 
 
+def test_a_vllm_estimate_in_chunks_counts_the_whole_cache(tmp_path):
+    # vLLM's activations live in its pool, so its estimate is the cache alone: the peak moment is the end
+    # of the prompt, wherever the activations of a chunked forward would have put it
+    from dataclasses import replace
+
+    from lcplugin.plugin import preflight
+
+    case, session, config = _case(tmp_path, "llama-3.1-8b", 32768, engine="vllm")
+    config = replace(config, engine_args={**config.engine_args, "prefill_chunk": 30000})  # a full chunk's
+    cell = preflight.estimate(case, session, config, "cuda")  # activations outweigh the last 2,768 tokens' cache
+    assert cell.activations == 0 and cell.kv == 128 * KIB * 32768
+
+
 def test_an_estimate_that_cannot_be_made_never_stops_a_test(tmp_path):
     from lcplugin.plugin import preflight
 

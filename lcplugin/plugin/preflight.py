@@ -62,8 +62,10 @@ def estimate(case: Case, session: LcSession, config: EngineConfig, device: str) 
     if key not in _MODELS:
         _MODELS[key] = model_memory(folder, config.dtype, chunk, hf)
     bench = get_benchmark(case.benchmark, session.settings.bench)
-    cell = _MODELS[key].at(bench.context_window(case.ctx, case.spec.window_at(case.ctx)))
-    return cell if engine_entry(config.engine).counts_activations else replace(cell, activations=0)
+    model = _MODELS[key]
+    if not engine_entry(config.engine).counts_activations:  # before the peak moment is chosen: the cache alone
+        model = replace(model, act_per_token=0)
+    return model.at(bench.context_window(case.ctx, case.spec.window_at(case.ctx)))
 
 
 def free_memory(device: str, pids: set[int]) -> tuple[int | None, str]:
