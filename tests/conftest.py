@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .suite_runs import BenchRun, SharedRuns, bench_command
+from .suite_runs import XDIST_ENV, BenchRun, SharedRuns, bench_command
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -53,14 +53,11 @@ def run_benches(tmp_path: Path):
     return run
 
 
-# what pytest-xdist sets in its workers' environment: a pytest that a test starts would take itself for
-# a worker (pytest-benchmark then writes no --benchmark-json), so tests run without them
-XDIST_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
-
-
 @pytest.fixture(autouse=True)
 def _not_an_xdist_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test sees the environment of a plain ``pytest tests``, also under ``pytest tests -n 2``."""
+    """Every test sees the environment of a plain ``pytest tests``, also under ``pytest tests -n 2``: a
+    pytest that a test starts would take itself for a worker (pytest-benchmark then writes no
+    --benchmark-json)."""
     for name in XDIST_ENV:
         monkeypatch.delenv(name, raising=False)
 

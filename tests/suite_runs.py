@@ -34,8 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 # CI/BUILD_NUMBER change pytest's own output (whole messages in the short summary), OMP_NUM_THREADS the
 # engines' threads, PYTEST_XDIST_* would tell the inner pytest it is an outer worker: a test that
 # cares sets them itself, so results do not depend on where the suite runs.
-_NOT_INHERITED = ("CI", "BUILD_NUMBER", "OMP_NUM_THREADS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT",
-                  "PYTEST_XDIST_TESTRUNUID", "PYTEST_ADDOPTS")
+# pytest-xdist sets these in its workers' environment (tests/conftest.py also clears them for each test)
+XDIST_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+_NOT_INHERITED = ("CI", "BUILD_NUMBER", "OMP_NUM_THREADS", *XDIST_ENV, "PYTEST_ADDOPTS")
 
 
 # the benchmarks that run on the tiny models' seeded data, and those that need files the suite does not ship
