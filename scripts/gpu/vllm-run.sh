@@ -7,6 +7,7 @@
 #   bash scripts/gpu/vllm-run.sh llama-3.1-8b-vllm:llama-3.1-8b:llama3.1 [SPEC:SHAPE:TOKENIZER ...]
 # Each model: checkpoint written, suite run, agreement check, checkpoint deleted (disk). Figures and
 # logs under $OUT. AGREE_CTX (default 8k,32k; "" skips), SUITE (0 skips), CTX, LIMIT, PG19_WINDOWS choose the work.
+# KEEP_CKPT=1 keeps the checkpoint for the next run (and reuses one already there): the same weights side by side.
 # vLLM is loaded once per model at max_model_len MAX_LEN (131072) (compiled and captured once, not per context).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,7 +33,7 @@ PY
 
 one() {  # one SPEC SHAPE TOKENIZER
   local spec=$1 shape=$2 tok=$3 t0=$SECONDS
-  python3 -c "
+  [ "${KEEP_CKPT:-0}" = 1 ] && [ -f "$CKPT/$shape/config.json" ] || python3 -c "
 from pathlib import Path; from lcplugin.models.random_models import make
 make('$shape', Path('$CKPT/$shape'), Path('$TOK/$tok'), device='${MAKE_DEVICE:-cuda}')" 2>&1 | grep -v Warning | tail -3
   echo "== $spec: checkpoint $((SECONDS - t0)) s"
@@ -57,7 +58,7 @@ make('$shape', Path('$CKPT/$shape'), Path('$TOK/$tok'), device='${MAKE_DEVICE:-c
     grep '^{' "$OUT/agree-$spec.log" | cut -c1-400
     echo "== $spec: agreement done at $((SECONDS - t0)) s"
   fi
-  rm -rf "${CKPT:?}/$shape"
+  [ "${KEEP_CKPT:-0}" = 1 ] || rm -rf "${CKPT:?}/$shape"
   python3 - "$OUT/vllm-summaries.json" "$RUNS" <<'PY'
 import json, pathlib, sys
 tests = []
