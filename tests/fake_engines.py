@@ -10,7 +10,10 @@ Environment knobs (the worker inherits them):
 - ``LC_FAKE_FAIL``: ``cuda-once`` / ``error-once`` make the first ``generate`` of the run (marker
   file beside the log) raise a fatal CUDA error / an ordinary one;
 - ``LC_FAKE_NVML=1``: the worker's telemetry sees a fake GPU and a fake NVML, so the real sampler
-  thread runs on a CPU machine.
+  thread runs on a CPU machine;
+- ``LC_FAKE_LOAD_RANK``: a file; the load starts a process that would live for ten minutes (a vLLM
+  tensor-parallel rank holding a GPU), writes its pid there, and then fails, as vLLM 0.26 did on two
+  H200s.
 """
 
 from __future__ import annotations
@@ -91,6 +94,10 @@ class FakeEngine(EngineTelemetry):
         self.log = os.environ.get("LC_FAKE_LOG")
         if os.environ.get("LC_FAKE_NVML") == "1":
             install_fake_gpu()
+        rank_file = os.environ.get("LC_FAKE_LOAD_RANK")
+        if rank_file:
+            self.start_rank(rank_file)
+            raise RuntimeError("Worker failed with error 'CUDA error: CUBLAS_STATUS_EXECUTION_FAILED' (fake)")
         self._event("load")
 
     def _event(self, event: str, **extra: Any) -> None:
@@ -160,6 +167,15 @@ class FakeEngine(EngineTelemetry):
         proc.start()
         proc.join(60)
         return proc.exitcode
+
+    def start_rank(self, path: str) -> int:
+        """Start a long-lived process that ignores SIGTERM (a rank stuck in a poisoned CUDA context)."""
+        import subprocess
+
+        code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+        proc = subprocess.Popen([sys.executable, "-c", code])
+        Path(path).write_text(str(proc.pid))
+        return proc.pid
 
     def allocate(self, megabytes: int) -> int:
         block = bytearray(megabytes << 20)

@@ -113,6 +113,32 @@ def test_the_worker_may_start_child_processes(worker, tmp_path):
     assert (tmp_path / "child.pid").read_text().isdigit()
 
 
+def test_a_failed_load_leaves_none_of_the_engines_processes(tmp_path, monkeypatch):
+    # vLLM with tensor_parallel_size=2 failed to load on two H200s (2026-12-01): its two ranks outlived
+    # the worker holding 126 GiB of each GPU, and every later test was skipped for want of memory
+    monkeypatch.setenv("LC_FAKE_LOAD_RANK", str(tmp_path / "rank.pid"))
+    with pytest.raises(EngineError, match="could not load"):
+        EngineWorker(FAKE, tmp_path / "logs", start_timeout_s=120)
+    rank = int((tmp_path / "rank.pid").read_text())
+    try:
+        assert wait_gone(rank, 10), f"rank {rank} outlived the worker whose load failed"
+    finally:
+        if not gone(rank):
+            os.kill(rank, signal.SIGKILL)
+
+
+def test_a_killed_worker_takes_its_engines_processes_with_it(worker, tmp_path):
+    # a worker that stops answering is killed (SIGKILL: it runs nothing more); its ranks must go too
+    rank = worker.call("start_rank", str(tmp_path / "rank.pid"))
+    try:
+        with pytest.raises(WorkerDied, match="did not answer"):
+            worker.call("echo", None, 30.0, timeout_s=1)
+        assert wait_gone(rank, 10), f"rank {rank} outlived its killed worker"
+    finally:
+        if not gone(rank):
+            os.kill(rank, signal.SIGKILL)
+
+
 PARENT = textwrap.dedent('''
     import sys
     import time
