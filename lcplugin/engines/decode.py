@@ -13,13 +13,16 @@ on plain sdpa run through :func:`gqa_decode_attention`, registered with transfor
 interface: a one-token query goes to SDPA with ``enable_gqa=True`` and the same length mask;
 everything else (prefill) is transformers' own sdpa, untouched, as is the chunked prefill.
 
-**The loop (``engine_args.decode_loop``, default ``"generate"``).** ``generate`` wraps each compiled
+**The loop (``engine_args.decode_loop``; automatic: ``"engine"`` over a compiled static cache where it can
+decode the model, else ``"generate"``).** ``generate`` wraps each compiled
 step in Python that rebuilds the 4D mask and position ids, runs the logits processors and reads
 ``unfinished.max() == 0`` on the host (``StopCheck``, ``generation/utils.py:375-391``): one
 device-to-host synchronization per token on CUDA. :func:`greedy_decode` keeps everything on the
 device (argmax, the mask row, positions, an end flag copied asynchronously and read only when it has
 arrived), calling the same compiled step. Greedy only, and only where the generation config adds no
-logits processor beyond ``min_new_tokens``; opt-in until a GPU measures it (``check_decode.py`` part e).
+logits processor beyond ``min_new_tokens``. Measured on an H200 (``check_decode.py`` part e, the Llama-3.1-8B
+shape, batch 1, static cache compiled, GQA attention): 176 tokens/s at 8k against 145 through ``generate``,
+and 106 at 128k; so it is the default where it applies.
 """
 
 from __future__ import annotations
@@ -140,26 +143,39 @@ def extra_processors(model: Any, eos_ids: Sequence[int]) -> list[str] | None:
     return [type(p).__name__ for p in found if type(p).__name__ not in _ALLOWED_PROCESSORS]
 
 
-def choose_loop(model: Any, requested: Any, eos_ids: Sequence[int]) -> tuple[str, str]:
-    """(loop, why). The engine loop needs an attention model's ``past_key_values`` and no extra processors."""
-    if requested is None:
-        return "generate", "automatic: generate until the engine loop is measured on a GPU; decode_loop='engine' opts in"
-    if requested not in LOOPS:
-        raise EngineError(f"engine_args decode_loop={requested!r}: accepted values are 'generate' and 'engine'")
-    if requested == "generate":
-        return "generate", "requested"
+def _engine_loop_blocker(model: Any, eos_ids: Sequence[int]) -> str | None:
+    """Why the engine loop cannot decode ``model`` (None: it can). It needs an attention model's
+    ``past_key_values`` with one mask for all layers, and no logits processor it does not apply."""
     cfg = model.config
     family = cfg.model_type
     sliding = "sliding_attention" in (getattr(cfg, "layer_types", None) or []) or bool(
         getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True))
     if cache_argument(model) != "past_key_values" or family in MAMBA2_FAMILY | MAMBA1_FAMILY or sliding:
-        raise EngineError(f"decode_loop='engine' refused for model type {family!r}: the engine loop decodes models of "
-                          "full attention layers only (one mask for all); use decode_loop='generate'")
+        return (f"model type {family!r}: the engine loop decodes models of full attention layers only "
+                "(one mask for all)")
     extra = extra_processors(model, eos_ids)
     if extra is None or extra:
         what = ", ".join(extra) if extra else "transformers could not list them"
-        raise EngineError(f"decode_loop='engine' refused: the model's generation config adds logits processors the "
-                          f"engine loop does not apply ({what}); use decode_loop='generate'")
+        return f"the model's generation config adds logits processors the engine loop does not apply ({what})"
+    return None
+
+
+def choose_loop(model: Any, requested: Any, eos_ids: Sequence[int], compiled: bool = False) -> tuple[str, str]:
+    """(loop, why). Automatic: the engine loop over a compiled static-cache step where it can decode the
+    model (measured on an H200: 176 tokens/s at 8k against 145 for generate over the same step), else generate."""
+    if requested not in (None, *LOOPS):
+        raise EngineError(f"engine_args decode_loop={requested!r}: accepted values are 'generate' and 'engine'")
+    if requested == "generate":
+        return "generate", "requested"
+    blocker = _engine_loop_blocker(model, eos_ids)
+    if requested is None:
+        if not compiled:
+            return "generate", "automatic: the engine loop runs by default over a compiled static cache only"
+        if blocker:
+            return "generate", f"automatic: {blocker}"
+        return "engine", "automatic: compiled static cache; greedy batches (sampled ones use generate)"
+    if blocker:
+        raise EngineError(f"decode_loop='engine' refused: {blocker}; use decode_loop='generate'")
     return "engine", "requested: greedy batches; sampled ones use generate"
 
 

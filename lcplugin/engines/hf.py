@@ -96,7 +96,8 @@ class HFEngine(EngineTelemetry):
         self.pad_id = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
         self.cache_kind, self.compile, self.cache_why = prefill.choose_cache(
             self.model, self.device, requested_cache, requested_compile)
-        self.decode_loop, self.decode_loop_why = decode.choose_loop(self.model, requested_loop, self.eos_ids)
+        self.decode_loop, self.decode_loop_why = decode.choose_loop(
+            self.model, requested_loop, self.eos_ids, compiled=self.cache_kind == "static" and self.compile)
         self._static: tuple[tuple[int, int], Any] | None = None  # (batch, rows) -> the one static cache kept
         self.compile_s = 0.0  # compile and warm-up of this test's new cache shapes, outside every timing
         self._batch_counter = 0
