@@ -228,3 +228,32 @@ def test_the_scan_kernel_gets_16_byte_aligned_inputs_in_every_chunk(monkeypatch)
         prefill.forward_chunks(model, _ids(512), 128)
     assert len(seen) == 4 * model.config.num_hidden_layers
     assert all(offset == 0 for call in seen for offset in call), seen
+
+
+def test_hf_mamba1_chunks_are_refused_on_cuda_after_failing_the_gpu_check(monkeypatch):
+    # the H200 (2026-12-01, check_mamba1_carry.py check 4): transformers' MambaMixer in chunks of 16,384 at
+    # 64k gave logits at cosine 0.81 from one forward's; Jamba's mixers agreed (0.99986). A prompt the
+    # engine would read in chunks fails its test with the reason, instead of scoring logits known wrong
+    from lcplugin.engines.base import EngineConfig, SamplingSettings
+    from lcplugin.engines.hf import HFEngine
+    from lcplugin.errors import EngineError
+
+    loaded = {name: HFEngine(EngineConfig(engine="hf", model=name, source=str(materialize(name)),
+                                          tokenizer=str(materialize(name)), dtype="float32",
+                                          engine_args={"prefill_chunk": 300, "ignore_eos": True}))
+              for name in ("tiny-mamba", "tiny-jamba")}
+    try:
+        assert mamba1_carry.chunk_refusal(loaded["tiny-mamba"].model, "cpu") is None  # it agrees on CPU
+        assert mamba1_carry.chunk_refusal(loaded["tiny-jamba"].model, "cuda") is None
+        why = mamba1_carry.chunk_refusal(loaded["tiny-mamba"].model, "cuda")
+        assert why and "MambaMixer" in why and "mamba_ssm" in why and "\n" not in why
+        mamba = loaded["tiny-mamba"]
+        monkeypatch.setattr(mamba, "chunk_refusal", why)  # what the engine holds when loaded on CUDA
+        with pytest.raises(EngineError, match="chunked prefill refused"):
+            mamba.generate([_ids(1000)[0].tolist()], SamplingSettings(max_new_tokens=3))
+        with pytest.raises(EngineError, match="chunked prefill refused"):
+            mamba.loglikelihood(_ids(1000, seed=9)[0].tolist(), 100)
+        assert mamba.generate([_ids(200)[0].tolist()], SamplingSettings(max_new_tokens=3))  # shorter than the chunk
+    finally:
+        for engine in loaded.values():
+            engine.close()
