@@ -257,3 +257,24 @@ def test_hf_mamba1_chunks_are_refused_on_cuda_after_failing_the_gpu_check(monkey
     finally:
         for engine in loaded.values():
             engine.close()
+
+
+def test_the_gpu_debugging_script_runs_every_pair_on_cpu(tmp_path):
+    # scripts/gpu/debug_hf_mamba1_carry.py names the kernel behind check 4's failure on the H200: it must run
+    # before device time is spent on it, every pair measured (on CPU both kernels are transformers' torch code)
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    out = tmp_path / "debug.json"
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    done = subprocess.run([sys.executable, "scripts/gpu/debug_hf_mamba1_carry.py", str(out), "--smoke"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    pairs = json.loads(out.read_text())["pairs"]
+    assert len(pairs) == 7 and all(p.get("pass") for p in pairs.values()), pairs
+    assert {name.split("@")[0] for name in pairs} == {
+        "kernels", "torch:causal_conv1d_fn", "torch:mamba_selective_scan", "torch:causal_conv1d_fn+mamba_selective_scan"}

@@ -1,0 +1,101 @@
+"""Where transformers' Mamba-1 chunks go wrong on the GPU (issue 16; BENCHMARKS.md, 2026-12-01, check 4).
+
+    python scripts/gpu/debug_hf_mamba1_carry.py OUT.json            # H200, after the mamba-ssm wheels
+    python scripts/gpu/debug_hf_mamba1_carry.py OUT.json --smoke    # CPU, a tiny Mamba: the code path only
+
+On the H200 the ``hf`` engine's carried chunks of transformers' ``MambaMixer`` (Mamba-2.8B shape, 64k, chunks
+of 16,384) gave logits at cosine 0.81 from one forward's, while the same code agrees on CPU and Jamba's
+mixers agree on the GPU. This runs the Mamba-2.8B shape cut to a few layers, one forward against chunks,
+with each of transformers' two kernels (the causal conv, the selective scan) either mamba-ssm's /
+causal-conv1d's or transformers' own torch code, so the failing pair names the kernel (seconds per pair).
+Each pair is its own try/except; the JSON is rewritten after each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torch  # noqa: E402
+
+from lcplugin.engines import prefill  # noqa: E402
+from lcplugin.models.random_models import SHAPES  # noqa: E402
+
+KERNELS = ("causal_conv1d_fn", "mamba_selective_scan")
+
+
+def _model(smoke: bool, layers: int, device: str, dtype: Any) -> Any:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = dict(SHAPES["mamba-2.8b-hf"]["config"])
+    if smoke:
+        cfg.update(hidden_size=64, vocab_size=1000)
+    cfg.update(num_hidden_layers=layers)
+    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    torch.manual_seed(0)
+    with torch.device(device):
+        return AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+
+
+def _kernels(module: Any, torch_only: set[str]) -> dict[str, Any]:
+    """Point the names in ``torch_only`` at transformers' torch code (inside its kernel decorator, reached
+    through ``__wrapped__``); returns the originals to put back."""
+    saved = {name: getattr(module, name) for name in KERNELS}
+    for name in torch_only:
+        setattr(module, name, inspect.unwrap(saved[name]))
+    return saved
+
+
+def _compare(ref: Any, got: Any) -> dict[str, Any]:
+    ref, got = ref.float().flatten(), got.float().flatten()
+    cos = torch.nn.functional.cosine_similarity(ref, got, dim=0).item()
+    return {"cosine": cos, "argmax_agree": bool(ref.argmax() == got.argmax()), "pass": cos >= 0.999}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--layers", type=int, default=2)
+    args = ap.parse_args()
+    device = "cpu" if args.smoke else "cuda"
+    dtype = torch.float32 if args.smoke else torch.bfloat16
+    model = _model(args.smoke, args.layers, device, dtype)
+    module = sys.modules[type(model.backbone.layers[0].mixer).__module__]
+    result: dict[str, Any] = {"device": device, "layers": args.layers, "pairs": {}}
+    # the failing case first, then one change each: a chunk that is no multiple of mamba-ssm's 2,048-token
+    # block (its vectorized loads), shorter prompts, either kernel replaced by transformers' torch code (the
+    # torch scan is a Python loop over tokens: short prompts for it)
+    pairs = [((), 65536, 16384), ((), 65536, 16000), ((), 4096, 1024), (("causal_conv1d_fn",), 65536, 16384),
+             (("mamba_selective_scan",), 2048, 512), (KERNELS, 2048, 512), ((), 2048, 512)]
+    for torch_only, n, chunk in pairs:
+        if args.smoke:
+            n, chunk = n // 128, chunk // 128
+        name = ("torch:" + "+".join(torch_only) if torch_only else "kernels") + f"@{n}/{chunk}"
+        saved = _kernels(module, set(torch_only))
+        try:
+            ids = torch.randint(2, model.config.vocab_size, (1, n), generator=torch.Generator().manual_seed(4))
+            ids = ids.to(device)
+            with torch.inference_mode():
+                one = model(ids, logits_to_keep=1).logits[0, -1]
+                got = prefill.forward_chunks(model, ids, chunk)[0][-1]
+            result["pairs"][name] = {"tokens": n, "chunk": chunk, **_compare(one, got)}
+        except Exception as exc:  # noqa: BLE001 - one pair failing must not lose the others
+            result["pairs"][name] = {"error": f"{type(exc).__name__}: {exc}"[:400], "traceback": traceback.format_exc()[-1500:]}
+        finally:
+            for key, fn in saved.items():
+                setattr(module, key, fn)
+        print(name, json.dumps(result["pairs"][name])[:300], flush=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
