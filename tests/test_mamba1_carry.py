@@ -238,25 +238,27 @@ def test_hf_mamba1_chunks_are_refused_on_cuda_after_failing_the_gpu_check(monkey
     from lcplugin.engines.hf import HFEngine
     from lcplugin.errors import EngineError
 
-    loaded = {name: HFEngine(EngineConfig(engine="hf", model=name, source=str(materialize(name)),
-                                          tokenizer=str(materialize(name)), dtype="float32",
-                                          engine_args={"prefill_chunk": 300, "ignore_eos": True}))
-              for name in ("tiny-mamba", "tiny-jamba")}
+    def load(name: str) -> HFEngine:
+        folder = str(materialize(name))
+        return HFEngine(EngineConfig(engine="hf", model=name, source=folder, tokenizer=folder, dtype="float32",
+                                     engine_args={"prefill_chunk": 300, "ignore_eos": True}))
+
+    real = mamba1_carry.chunk_refusal
+    assert real(load("tiny-mamba").model, "cpu") is None  # it agrees on CPU
+    assert real(load("tiny-jamba").model, "cuda") is None
+    monkeypatch.setattr(mamba1_carry, "chunk_refusal", lambda model, device: real(model, "cuda"))  # as on CUDA
+    mamba = load("tiny-mamba")
     try:
-        assert mamba1_carry.chunk_refusal(loaded["tiny-mamba"].model, "cpu") is None  # it agrees on CPU
-        assert mamba1_carry.chunk_refusal(loaded["tiny-jamba"].model, "cuda") is None
-        why = mamba1_carry.chunk_refusal(loaded["tiny-mamba"].model, "cuda")
+        why = mamba.chunk_refusal
         assert why and "MambaMixer" in why and "mamba_ssm" in why and "\n" not in why
-        mamba = loaded["tiny-mamba"]
-        monkeypatch.setattr(mamba, "chunk_refusal", why)  # what the engine holds when loaded on CUDA
+        assert why in mamba.describe()["prefill_chunk_why"]  # in every summary, chunked or not
         with pytest.raises(EngineError, match="chunked prefill refused"):
             mamba.generate([_ids(1000)[0].tolist()], SamplingSettings(max_new_tokens=3))
         with pytest.raises(EngineError, match="chunked prefill refused"):
             mamba.loglikelihood(_ids(1000, seed=9)[0].tolist(), 100)
         assert mamba.generate([_ids(200)[0].tolist()], SamplingSettings(max_new_tokens=3))  # shorter than the chunk
     finally:
-        for engine in loaded.values():
-            engine.close()
+        mamba.close()
 
 
 def test_the_gpu_debugging_script_runs_every_pair_on_cpu(tmp_path):

@@ -98,6 +98,8 @@ class HFEngine(EngineTelemetry):
         self.cache_kind, self.compile, self.cache_why = prefill.choose_cache(
             self.model, self.device, requested_cache, requested_compile)
         self.chunk_refusal = mamba1_carry.chunk_refusal(self.model, self.device)
+        if self.chunk_refusal:  # every summary says so, not only the tests that reach the refusal
+            self.prefill_why = f"{self.prefill_why}; longer prompts: {self.chunk_refusal}"
         self.decode_loop, self.decode_loop_why = decode.choose_loop(
             self.model, requested_loop, self.eos_ids, compiled=self.cache_kind == "static" and self.compile)
         self._static: tuple[tuple[int, int], Any] | None = None  # (batch, rows) -> the one static cache kept
