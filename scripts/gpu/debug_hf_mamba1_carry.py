@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from check_mamba1_carry import _compare  # noqa: E402  (beside this file: the check whose case 4 this takes apart)
 
-from lcplugin.engines import prefill  # noqa: E402
+from lcplugin.engines import mamba1_carry, prefill  # noqa: E402
 from lcplugin.models.random_models import SHAPES  # noqa: E402
 
 KERNELS = ("causal_conv1d_fn", "mamba_selective_scan")
@@ -53,6 +53,53 @@ def _kernels(module: Any, torch_only: set[str]) -> dict[str, Any]:
     for name in torch_only:
         setattr(module, name, inspect.unwrap(saved[name]))
     return saved
+
+
+def _cos(a: Any, b: Any) -> float:
+    return torch.nn.functional.cosine_similarity(a.float().flatten(), b.float().flatten(), dim=0).item()
+
+
+def _layout(t: Any) -> Any:
+    return None if t is None else {"shape": list(t.shape), "stride": list(t.stride()), "dtype": str(t.dtype),
+                                   "ptr_mod_16": t.data_ptr() % 16}
+
+
+def mixer_level(model: Any, module: Any, n: int, chunk: int) -> dict[str, Any]:
+    """Layer 0's mixer alone on random hidden states: one call against calls of ``chunk`` tokens sharing a cache,
+    per chunk (its first 8 tokens apart: those read the carried conv window), and the caches' final conv and
+    recurrent states; with the layouts the scan kernel received in each call."""
+    from transformers import DynamicCache
+
+    m = model.backbone.layers[0].mixer
+    gen = torch.Generator().manual_seed(7)
+    h = torch.randn(1, n, model.config.hidden_size, generator=gen).to(m.A_log.device, model.dtype)
+    seen: list[Any] = []
+    inner = module.mamba_selective_scan
+
+    def logged(u: Any, delta: Any, A: Any, B: Any, C: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append({"u": _layout(u), "delta": _layout(delta), "B": _layout(B), "C": _layout(C),
+                     "z": _layout(kwargs.get("z"))})
+        return inner(u, delta, A, B, C, *args, **kwargs)
+
+    module.mamba_selective_scan = logged
+    try:
+        with torch.inference_mode(), mamba1_carry.carried_scans(model):
+            one_cache, got_cache = DynamicCache(config=model.config), DynamicCache(config=model.config)
+            one = m(h, cache_params=one_cache)
+            got = torch.cat([m(h[:, s:s + chunk], cache_params=got_cache) for s in range(0, n, chunk)], dim=1)
+    finally:
+        module.mamba_selective_scan = inner
+    a, b = one_cache.layers[0], got_cache.layers[0]
+    out: dict[str, Any] = {"tokens": n, "chunk": chunk, "whole": _cos(one, got), "chunks": []}
+    for s in range(0, n, chunk):
+        e = min(s + chunk, n)
+        out["chunks"].append({"start": s, "all": _cos(one[:, s:e], got[:, s:e]),
+                              "first8": _cos(one[:, s:s + 8], got[:, s:s + 8]),
+                              "after8": _cos(one[:, s + 8:e], got[:, s + 8:e]) if e > s + 8 else None})
+    out["recurrent_state"] = _cos(a.recurrent_states[0], b.recurrent_states[0])
+    out["conv_state_equal"] = bool(torch.equal(a.conv_states[0], b.conv_states[0]))
+    out["scan_inputs"] = seen
+    return out
 
 
 def main() -> int:
@@ -91,6 +138,22 @@ def main() -> int:
             for key, fn in saved.items():
                 setattr(module, key, fn)
         print(name, json.dumps(result["pairs"][name])[:300], flush=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    # one mixer: which piece of the carry is wrong (the conv window: the first tokens of a chunk; the state: the rest)
+    for torch_only, n, chunk in [((), 65536, 16384), ((), 4096, 1024), (("causal_conv1d_fn",), 65536, 16384),
+                                 (("mamba_selective_scan",), 2048, 512)]:
+        if args.smoke:
+            n, chunk = n // 128, chunk // 128
+        name = "mixer:" + ("torch:" + "+".join(torch_only) if torch_only else "kernels") + f"@{n}/{chunk}"
+        saved = _kernels(module, set(torch_only))
+        try:
+            result["pairs"][name] = mixer_level(model, module, n, chunk)
+        except Exception as exc:  # noqa: BLE001
+            result["pairs"][name] = {"error": f"{type(exc).__name__}: {exc}"[:400], "traceback": traceback.format_exc()[-1500:]}
+        finally:
+            for key, fn in saved.items():
+                setattr(module, key, fn)
+        print(name, json.dumps({k: v for k, v in result["pairs"][name].items() if k != "scan_inputs"})[:600], flush=True)
         Path(args.out).write_text(json.dumps(result, indent=1))
     # which side is wrong: each path against the one forward that uses the most of transformers' torch code at
     # the same length (the scan kernel itself is checked by the mamba_ssm engine's check)
