@@ -42,8 +42,9 @@ suite() {  # suite SHAPE TOKENIZER: one model through the suite, then its checkp
   make_ckpt "$1" "$2"
   echo "checkpoint $1: $((SECONDS - t0)) s"
   local select=(); [ -n "${LC_K:-}" ] && select=(-k "$LC_K")
+  # the deadline interrupts as Ctrl-C does (SIGINT): the tests done so far keep their summary
   # shellcheck disable=SC2086  # BENCHES and LC_ARGS are lists of words
-  timeout "${MODEL_TIMEOUT:-3600}" python3 -m pytest $BENCHES "${select[@]}" -p no:cacheprovider -rs \
+  timeout -s INT -k 30 "${MODEL_TIMEOUT:-3600}" python3 -m pytest $BENCHES "${select[@]}" -p no:cacheprovider -rs \
     --lc-specs "${SPECS:-benches/reference/specs}" \
     --lc-models "$1-random" --lc-ctx "$CTX" --lc-limit "$LIMIT" --lc-data "longbench_v2=$DATA" \
     --lc-sampling greedy --lc-results "$RUNS" --lc-baselines "$RUNS/baselines" ${LC_ARGS:-} 2>&1 \
