@@ -107,12 +107,13 @@ def main() -> int:
     ap.add_argument("out")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--dtype", choices=("bfloat16", "float32"), default=None, help="default: bfloat16 (smoke: float32)")
     args = ap.parse_args()
     device = "cpu" if args.smoke else "cuda"
-    dtype = torch.float32 if args.smoke else torch.bfloat16
+    dtype = getattr(torch, args.dtype or ("float32" if args.smoke else "bfloat16"))
     model = _model(args.smoke, args.layers, device, dtype)
     module = sys.modules[type(model.backbone.layers[0].mixer).__module__]
-    result: dict[str, Any] = {"device": device, "layers": args.layers, "pairs": {}}
+    result: dict[str, Any] = {"device": device, "layers": args.layers, "dtype": str(dtype), "pairs": {}}
     # the failing case first, then one change each: a chunk that is no multiple of mamba-ssm's 2,048-token
     # block (its vectorized loads), shorter prompts, either kernel replaced by transformers' torch code (the
     # torch scan is a Python loop over tokens: short prompts for it)
