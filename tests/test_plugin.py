@@ -269,3 +269,34 @@ def test_remote_code_needs_the_flag(run_benches, tmp_path):
                       "--lc-allow-remote-code")
     assert out.returncode == 0
     out.assert_outcomes(passed=1, deselected=len(BENCHMARKS) - 1)
+
+
+@pytest.mark.parametrize("earlier_summary", [True, False], ids=["summarized", "not-summarized"])
+def test_a_resumed_test_reports_no_session_figure_it_did_not_measure(run_benches, earlier_summary):
+    # The H200 run of 2026-12-01 (Qwen, RULER at 128k): a deadline killed the session after nine tests had
+    # finished; the next session resumed the run, found every item of those tests in the records, and wrote their
+    # summaries again with its own telemetry: 15.3 GB peak (the weights alone), 0 J and 0.0 s, none of it measured
+    # on their items. Figures measured over a session (memory peaks, energy, wall time) come from the session that
+    # ran the items, or are None with the reason.
+    args = ("--lc-models", "tiny-llama", "--lc-ctx", "1k", "--lc-limit", "2", "-k", "longbench_v2")
+    first = run_benches(*args)
+    assert first.returncode == 0, first.stdout[-2000:]
+    (folder,) = [p for p in run_benches.results.iterdir() if p.is_dir()]
+    path = folder / "summary.json"
+    data = json.loads(path.read_text())
+    measured = dict(data["tests"][0])
+    assert measured["wall_s"] and measured["peak_rss_gb"] and measured["items_run"] == 2
+    data["run"].pop("finished")  # killed before the session's end: the next session resumes this run
+    if not earlier_summary:  # killed after the test's last record, before its summary
+        data["tests"] = []
+    path.write_text(json.dumps(data))
+    again = run_benches(*args)
+    assert again.returncode == 0, again.stdout[-2000:]
+    test = only_run_summary(run_benches.results)["tests"][0]
+    assert test["items_run"] == 0 and test["items_resumed"] == 2 and test["n"] == 2
+    for key in ("wall_s", "peak_rss_gb", "items_per_hour"):
+        if earlier_summary:
+            assert test[key] == measured[key], key
+        else:
+            assert test[key] is None, key
+            assert "resumed" in test["unmeasured"][key], test["unmeasured"]

@@ -22,3 +22,13 @@ def test_items_per_hour_counts_only_the_items_this_session_ran():
 def test_items_per_hour_is_none_when_unmeasured():
     assert items_per_hour(0, 5.0) is None and items_per_hour(3, None) is None
     assert summarize([_record(1)])["items_per_hour"] is None
+
+
+def test_a_partly_resumed_tests_energy_per_item_divides_by_the_items_this_session_ran():
+    from lcplugin.results.summary import carry_resumed
+
+    summary = summarize([_record(i) for i in range(8)], {"wall_s": 10.0, "items_run": 2, "energy_j": 500.0,
+                                                          "energy_j_per_item": 500.0 / 8})
+    carry_resumed(summary, 6, None, ["energy_j_per_item", "wall_s"])
+    assert summary["energy_j_per_item"] == 250.0 and summary["items_resumed"] == 6
+    assert "2 items this session ran" in summary["session_figures_cover"]

@@ -189,7 +189,8 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
     wall = time.perf_counter() - started
     tele = worker.call("telemetry_end")
     engine_settings = worker.call("describe")
-    from ..results.summary import summarize
+    from ..results.store import slot_of
+    from ..results.summary import carry_resumed, summarize
 
     summary = summarize(records, {
         "benchmark": case.benchmark, "model": case.spec.name, "ctx": case.ctx, "ctx_label": ctx_label(case.ctx),
@@ -205,7 +206,7 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
         **{f.key: tele[f.key] for f in figures.FIGURES if f.key in tele},
         "nvml_device_gb": tele.get("nvml_device_gb"),
         "nvml_process_gb": tele.get("nvml_process_gb"), "energy_j": tele.get("energy_j"),
-        "energy_j_per_item": (tele["energy_j"] / len(records)) if tele.get("energy_j") and records else None,
+        "energy_j_per_item": (tele["energy_j"] / len(records)) if tele.get("energy_j") is not None and records else None,
         "peak_rss_gb": tele.get("rss_peak_gb"), "device": tele.get("device"),
         "cpu_threads": tele.get("cpu_threads"), "engine_settings": engine_settings,
         "unmeasured": {**tele.get("why", {}), **({"mem_estimate_gb": memory.why} if memory.why else {})},
@@ -217,6 +218,8 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
         "rope": dict(config.rope) if config.rope else None, "protocol": session.settings.bench.as_dict(),
         **bench.aggregate(records),
     })
+    # a resumed test's session figures: from the session that ran its items, never this one's telemetry
+    carry_resumed(summary, resumed, run.store.tests.get(slot_of(summary)), [f.key for f in figures.FIGURES if f.session])
     late = preflight.compare(summary)  # every run checks the estimate against what it measured
     if late:
         warnings.warn(preflight.MemoryEstimateWarning(late), stacklevel=2)

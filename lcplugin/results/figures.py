@@ -44,7 +44,9 @@ class Figure:
     move in the worse direction). ``plot``: drawn versus context on a linear or log y axis, None: not
     plotted. ``interval``: the summary key of its Wilson 95 % interval (a band in its plot, inline in
     its markdown cell). ``recorded``: a JUnit property ``lc_<key>`` and benchmark ``extra_info``.
-    ``tracked``: a column of the wandb summary table."""
+    ``tracked``: a column of the wandb summary table. ``session``: measured over the session that ran the
+    test's items (telemetry, wall time), not read from its per-item records; a resumed test takes it from the
+    session that ran them or reports none (``summary.carry_resumed``)."""
 
     key: str
     label: str
@@ -57,6 +59,7 @@ class Figure:
     interval: str | None = None
     recorded: bool = False
     tracked: bool = False
+    session: bool = False
 
     def __post_init__(self) -> None:
         if not self.key.isidentifier():
@@ -128,26 +131,30 @@ FIGURES: tuple[Figure, ...] = (
     Figure("latency_p95_s", "latency per item, 95th percentile (s)", "s", "lower", recorded=True),
     Figure("peak_mem_gb", "peak GPU memory, torch allocator (GB)", "GB", "lower", gated=True, plot="linear",
            terminal=Column("mem_gb", ".2f", 7), markdown=Column("peak mem GB", ".2f"), recorded=True,
-           tracked=True),
+           tracked=True, session=True),
     # the memory preflight's estimate, made before the model loaded (engines/memory.py), beside the measured peak
     Figure("mem_estimate_gb", "estimated peak memory, before loading: weights + KV + states + activations (GB)",
            "GB", recorded=True, tracked=True),
     Figure("mem_estimate_error", "memory estimate / measured peak - 1 (vLLM: its own count)", "", recorded=True),
     # vLLM pre-allocates its pool (peak_mem_gb holds it): what the test's sequences needed (engines/vllm.py)
     Figure("mem_used_gb", "GPU memory the test needed: weights + KV blocks held (GB)", "GB", "lower", plot="linear",
-           recorded=True),
-    Figure("kv_used_gb", "KV cache the longest sequence held (GB)", "GB", "lower", recorded=True),
-    Figure("nvml_device_gb", "GPU memory in use on the device, NVML (GB)", "GB", "lower", recorded=True),
-    Figure("nvml_process_gb", "GPU memory of the engine's processes, NVML (GB)", "GB", "lower", recorded=True),
-    Figure("energy_j_per_item", "GPU energy per item, NVML (J)", "J", "lower", recorded=True),
-    Figure("peak_rss_gb", "peak resident memory of the engine worker (GB)", "GB", "lower", recorded=True),
+           recorded=True, session=True),
+    Figure("kv_used_gb", "KV cache the longest sequence held (GB)", "GB", "lower", recorded=True, session=True),
+    Figure("nvml_device_gb", "GPU memory in use on the device, NVML (GB)", "GB", "lower", recorded=True,
+           session=True),
+    Figure("nvml_process_gb", "GPU memory of the engine's processes, NVML (GB)", "GB", "lower", recorded=True,
+           session=True),
+    Figure("energy_j_per_item", "GPU energy per item, NVML (J)", "J", "lower", recorded=True, session=True),
+    Figure("peak_rss_gb", "peak resident memory of the engine worker (GB)", "GB", "lower", recorded=True,
+           session=True),
     Figure("truncated", "items cut in the middle to fit the context", "items", recorded=True),
     Figure("perplexity", "token perplexity (last 100 tokens)", "", "lower", plot="log",
            terminal=Column("ppl", ".2f", 8), markdown=Column("perplexity", ".3f"), recorded=True, tracked=True),
     Figure("bits_per_byte", "bits per byte (PG-19)", "bits/byte", "lower", recorded=True),
     Figure("wall_s", "the test's wall time (s)", "s", "lower", terminal=Column("test_s", ".1f", 7),
-           recorded=True),
-    Figure("items_per_hour", "items finished per hour of wall time", "items/h", "higher", recorded=True),
+           recorded=True, session=True),
+    Figure("items_per_hour", "items finished per hour of wall time", "items/h", "higher", recorded=True,
+           session=True),
     Figure("engine_load_s", "engine load paid by this test (s)", "s", "lower",
            terminal=Column("load_s", ".1f", 7)),
 )

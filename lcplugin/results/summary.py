@@ -69,3 +69,47 @@ def items_per_hour(items: int, wall_s: float | None) -> float | None:
     Batching raises it while each item's latency stays; the wall time is the whole test's (prompt
     building, scoring and any first-use warm-up included), so it is what a run of that size costs."""
     return items * 3600.0 / wall_s if items and wall_s else None
+
+
+# session figures that are no row of figures.FIGURES: what they are computed from, or what they mean
+SESSION_KEYS = ("energy_j", "peak_mem_what")
+
+
+def carry_resumed(summary: dict[str, Any], resumed: int, earlier: Mapping[str, Any] | None,
+                  session_figures: Sequence[str]) -> None:
+    """Make a test's session figures (``session_figures``: memory peaks, energy, wall time, measured while its
+    items ran) say only what was measured, when ``resumed`` of its items come from an earlier session's records.
+
+    Partly resumed: they cover the items this session ran (energy per item divides by those), as
+    ``session_figures_cover`` says. Wholly resumed: this session ran none of them, so the figures are the
+    ``earlier`` summary's of the same test (the session that ran them, killed before the run ended) or, where it
+    left none (killed after the test's last record), None with the reason.
+    """
+    summary["items_resumed"] = resumed
+    if not resumed:
+        return
+    ran = summary.get("items_run") or 0
+    if ran:
+        energy = summary.get("energy_j")
+        summary["energy_j_per_item"] = energy / ran if energy is not None else None
+        summary["session_figures_cover"] = (f"the {ran} items this session ran; {resumed} more were resumed from an "
+                                            "earlier session's records")
+        return
+    keys = (*session_figures, *SESSION_KEYS)
+    if earlier is not None and earlier.get("n") == summary.get("n"):
+        unmeasured = dict(summary.get("unmeasured") or {})
+        for key in keys:
+            summary[key] = earlier.get(key)
+            unmeasured.pop(key, None)
+            if key in (earlier.get("unmeasured") or {}):
+                unmeasured[key] = earlier["unmeasured"][key]
+        summary["unmeasured"] = unmeasured
+        summary["session_figures_cover"] = (earlier.get("session_figures_cover")
+                                            or "the earlier session that ran every item (all resumed here)")
+        return
+    why = ("every item was resumed from an earlier session's records, and that session left no summary of this "
+           "test: no session measured this figure over its items")
+    summary["unmeasured"] = {**(summary.get("unmeasured") or {}), **{key: why for key in session_figures}}
+    for key in keys:
+        summary[key] = None
+    summary["session_figures_cover"] = "none of its items (all resumed)"
