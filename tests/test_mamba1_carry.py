@@ -230,37 +230,6 @@ def test_the_scan_kernel_gets_16_byte_aligned_inputs_in_every_chunk(monkeypatch)
     assert all(offset == 0 for call in seen for offset in call), seen
 
 
-def test_hf_mamba1_chunks_are_refused_on_cuda_after_failing_the_gpu_check(monkeypatch):
-    # the H200 (2026-12-01, check_mamba1_carry.py check 4): transformers' MambaMixer in chunks of 16,384 at
-    # 64k gave logits at cosine 0.81 from one forward's; Jamba's mixers agreed (0.99986). A prompt the
-    # engine would read in chunks fails its test with the reason, instead of scoring logits known wrong
-    from lcplugin.engines.base import EngineConfig, SamplingSettings
-    from lcplugin.engines.hf import HFEngine
-    from lcplugin.errors import EngineError
-
-    def load(name: str) -> HFEngine:
-        folder = str(materialize(name))
-        return HFEngine(EngineConfig(engine="hf", model=name, source=folder, tokenizer=folder, dtype="float32",
-                                     engine_args={"prefill_chunk": 300, "ignore_eos": True}))
-
-    real = mamba1_carry.chunk_refusal
-    assert real(load("tiny-mamba").model, "cpu") is None  # it agrees on CPU
-    assert real(load("tiny-jamba").model, "cuda") is None
-    monkeypatch.setattr(mamba1_carry, "chunk_refusal", lambda model, device: real(model, "cuda"))  # as on CUDA
-    mamba = load("tiny-mamba")
-    try:
-        why = mamba.chunk_refusal
-        assert why and "MambaMixer" in why and "mamba_ssm" in why and "\n" not in why
-        assert why in mamba.describe()["prefill_chunk_why"]  # in every summary, chunked or not
-        with pytest.raises(EngineError, match="chunked prefill refused"):
-            mamba.generate([_ids(1000)[0].tolist()], SamplingSettings(max_new_tokens=3))
-        with pytest.raises(EngineError, match="chunked prefill refused"):
-            mamba.loglikelihood(_ids(1000, seed=9)[0].tolist(), 100)
-        assert mamba.generate([_ids(200)[0].tolist()], SamplingSettings(max_new_tokens=3))  # shorter than the chunk
-    finally:
-        mamba.close()
-
-
 def test_the_gpu_debugging_script_runs_every_pair_on_cpu(tmp_path):
     # scripts/gpu/debug_hf_mamba1_carry.py names the kernel behind check 4's failure on the H200: it must run
     # before device time is spent on it, every pair measured (on CPU both kernels are transformers' torch code)

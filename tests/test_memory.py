@@ -69,8 +69,9 @@ def test_estimate_within_15_percent_of_the_measured_peaks(shape):
         assert estimate == pytest.approx(peak, rel=0.15), (tokens, estimate, peak)
 
 
-PAST_128K = {Path(__file__).parents[1] / f"benches/reference/runs/h200-past-128k-run{n}.json": cells
-             for n, cells in ((1, 19), (2, 34))}
+PAST_128K = {Path(__file__).parents[1] / f"benches/reference/runs/{name}.json": cells
+             for name, cells in (("h200-past-128k-run1", 19), ("h200-past-128k-run2", 34),
+                                 ("h200-ruler-128k-and-decode-suite", 34))}
 
 
 @pytest.mark.parametrize("path", sorted(PAST_128K), ids=lambda p: p.stem)
@@ -79,12 +80,15 @@ def test_estimate_within_15_percent_of_the_measured_peaks_past_128k(path):
     # full chunk's activations beside the cache so far, or the last, shorter chunk's beside the whole cache
     # (Jamba at 1M: 30.99 GB estimated as both at once, 15.3 % over the 26.87 GB measured); run 2 has Qwen2.5-7B
     # to 1M and Zamba2-7B at 256k (139.1 GB measured)
+    # (2026-12-01, session 9: the RULER tasks at 128k for Llama, Qwen, Nemotron-H and Zamba2, whose nine resumed
+    # Qwen tests have no peak measured on their items)
     run = json.loads(path.read_text())
-    for test in run["tests"]:
+    measured = [test for test in run["tests"] if test["peak_mem_gb"] is not None]
+    for test in measured:
         shape = test["model"].removesuffix("-random")
         estimate = _model(shape).at(test["mem_estimate"]["tokens"]).total / 1e9
         assert estimate == pytest.approx(test["peak_mem_gb"], rel=0.15), (shape, test["ctx_label"], estimate)
-    assert len(run["tests"]) >= PAST_128K[path]
+    assert len(measured) >= PAST_128K[path]
 
 
 def _case(tmp_path: Path, shape: str, ctx: int, engine: str = "hf"):

@@ -19,8 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import EngineError
-from . import decode, mamba1_carry, prefill, telemetry
+from . import decode, prefill, telemetry
 from .base import Completion, EngineConfig, EngineTelemetry, LogLikelihood, SamplingSettings
 
 _DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
@@ -97,9 +96,6 @@ class HFEngine(EngineTelemetry):
         self.pad_id = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
         self.cache_kind, self.compile, self.cache_why = prefill.choose_cache(
             self.model, self.device, requested_cache, requested_compile)
-        self.chunk_refusal = mamba1_carry.chunk_refusal(self.model, self.device)
-        if self.chunk_refusal:  # every summary says so, not only the tests that reach the refusal
-            self.prefill_why = f"{self.prefill_why}; longer prompts: {self.chunk_refusal}"
         self.decode_loop, self.decode_loop_why = decode.choose_loop(
             self.model, requested_loop, self.eos_ids, compiled=self.cache_kind == "static" and self.compile)
         self._static: tuple[tuple[int, int], Any] | None = None  # (batch, rows) -> the one static cache kept
@@ -110,10 +106,6 @@ class HFEngine(EngineTelemetry):
             kind, self.cache_kind = self.cache_kind, "dynamic"  # no compile for a shape no test uses
             self._generate_batch([[self.pad_id] * 64], SamplingSettings(max_new_tokens=4))
             self.cache_kind, self._batch_counter = kind, 0
-
-    def _may_chunk(self) -> None:
-        if self.chunk_refusal:
-            raise EngineError(self.chunk_refusal)
 
     # -- generation -------------------------------------------------------------------------
     def _batches(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -207,7 +199,6 @@ class HFEngine(EngineTelemetry):
         engine_loop = self.decode_loop == "engine" and sampling.greedy
         with torch.inference_mode():
             if chunked:  # all but the last token into the cache; generate feeds only what is not cached
-                self._may_chunk()
                 _, cache = prefill.forward_chunks(self.model, ids[:, :-1], self.prefill_chunk, cache=cache)
                 self.chunked_sequences += 1
                 name = prefill.cache_argument(self.model)
@@ -253,7 +244,6 @@ class HFEngine(EngineTelemetry):
         start = time.perf_counter()
         with torch.inference_mode():
             if 0 < self.prefill_chunk < len(tokens):
-                self._may_chunk()
                 logits = prefill.forward_chunks(self.model, ids, self.prefill_chunk, keep_last=score_last + 1)[0]
                 self.chunked_sequences += 1
                 logits = logits[:-1]

@@ -139,25 +139,6 @@ def hf_mixers(model: Any) -> list[Any]:
     return [m for m in model.modules() if type(m).__name__ in HF_MIXERS]
 
 
-# transformers' Mamba-1 mixers not read in chunks on CUDA. MambaMixer failed the GPU check: on an H200
-# (2026-12-01, scripts/gpu/check_mamba1_carry.py check 4, benches/reference/runs/h200-check-mamba1-carry-run2.json)
-# the Mamba-2.8B shape at 64k in chunks of 16,384 gave next-token logits at cosine 0.81 from one forward's, argmax
-# different; the same code agrees on CPU (fp32 and bf16), and Jamba's mixers agree on the GPU (0.99986).
-# FalconMambaMixer runs MambaMixer's forward (with norms on dt, B and C, as Jamba's) and has not been checked on
-# a GPU: refused with it until the cause is known.
-REFUSED_ON_CUDA = frozenset({"MambaMixer", "FalconMambaMixer"})
-
-
-def chunk_refusal(model: Any, device: str) -> str | None:
-    """Why ``model`` may not be prefilled in chunks on ``device`` (None: it may)."""
-    names = sorted({type(m).__name__ for m in hf_mixers(model)} & REFUSED_ON_CUDA)
-    if not names or not device.startswith("cuda"):
-        return None
-    return (f"chunked prefill refused for transformers' {', '.join(names)} on CUDA: MambaMixer's carried chunks "
-            "failed their GPU check (H200, 64k in chunks: cosine 0.81 against one forward); use engine mamba_ssm "
-            "(spec format mamba_ssm), or prefill_chunk=0, or a context shorter than the chunk")
-
-
 @contextlib.contextmanager
 def carried_scans(model: Any) -> Iterator[None]:
     """While open, each Mamba-1 mixer of ``model`` continues a multi-token forward from the recurrent

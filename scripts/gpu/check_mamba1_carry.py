@@ -14,7 +14,11 @@ the same argmax and cosine >= 0.999.
 3. 262,144 tokens with the automatic chunk (188,672: two pieces): seconds, tok/s, torch peak GB.
 4. ``hf`` engine, Mamba-2.8B shape (transformers' MambaForCausalLM, mamba-ssm kernels): 65,536 tokens,
    one forward against ``prefill.forward_chunks`` in 16,384-token chunks; 16 greedy tokens decoded by
-   ``generate`` from the carried cache against ``generate`` on the whole prompt.
+   ``generate`` from the carried cache against ``generate`` on the whole prompt. In fp32: transformers'
+   random init of this shape is chaotic in bf16 (H200, 2026-12-01, ``debug_hf_mamba1_carry.py --layers 64``:
+   two exact one-forwards, one with causal-conv1d's kernel and one with transformers' torch conv, gave
+   next-token logits at cosine 0.17), so no bf16 comparison of its logits can pass; in fp32 that floor is
+   0.99994 and the chunks agree at 0.9999999.
 5. ``hf`` engine, Jamba-Reasoning-3B shape: as 4.
 6. Last, since it may crash the process: one ``mamba_ssm`` forward at 262,144 tokens (in_proj output
    2.7e9 elements, past 2^31) against the chunked result of 3, to learn whether one forward is exact there.
@@ -143,9 +147,9 @@ def check_mamba_ssm_256k() -> None:
         "logits_finite": bool(torch.isfinite(logits).all())}
 
 
-def _hf_check(shape: str, vocab: int) -> dict:
+def _hf_check(shape: str, vocab: int, dtype: str = "bfloat16") -> dict:
     STATE.pop("mamba_ssm", None)
-    model = build(shape)
+    model = build(shape, dtype=dtype)
     n, chunk, new = 65536, 16384, 16
     ids = _ids(n, 4, vocab)
     with torch.inference_mode():
@@ -169,7 +173,7 @@ def _hf_check(shape: str, vocab: int) -> dict:
 
 
 def check_hf_mamba() -> None:
-    RESULT["check4_hf_mamba_2.8b_64k"] = _hf_check("mamba-2.8b-hf", 50280)
+    RESULT["check4_hf_mamba_2.8b_64k"] = {**_hf_check("mamba-2.8b-hf", 50280, "float32"), "dtype": "float32"}
 
 
 def check_hf_jamba() -> None:

@@ -12,8 +12,6 @@
 # tokens), so RULER's needle task, which needs no data, prices every length; each model within a deadline:
 #   CTX=256k,512k,1m BENCHES="benches/test_longbench_v2.py benches/test_ruler.py" \
 #     LC_K="longbench_v2 or niah_single_1" MODEL_TIMEOUT=280 bash scripts/gpu/reference-run.sh suite-a
-# (Mamba-2.8B through hf past its 188,672-token chunk fails with the reason: its carried chunks failed the
-# GPU check, README "chunked prefill"; the mamba_ssm spec mamba-2.8b-random reads it in chunks)
 # Fill .carry and .whl first with scripts/gpu/prepare-carry.sh (they do not fit one call together).
 # Each checkpoint is written, used and deleted in turn (seven of them would not fit the disk).
 set -uo pipefail
