@@ -173,3 +173,24 @@ def test_a_generated_benchmark_needs_no_data_for_a_real_model(tmp_path: Path) ->
     # data a benchmark does read names the key --lc-data takes (both Ada-LEval tasks read one folder)
     ada = skip_reason(Case("ada_leval_tsort", spec, 1024), session, SessionCaches())
     assert ada is not None and "--lc-data ada_leval=" in ada
+
+
+def test_the_run_names_a_revision_whose_tracked_files_changed_as_dirty(tmp_path: Path) -> None:
+    # the H200 runs of 2026-12-01 recorded git_revision dce49ee while the working tree the device received carried
+    # four later commits' code: a run must not name code it did not run
+    from lcplugin.config.session import _git_revision
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("commit", "-qm", "one")
+    clean = _git_revision(tmp_path)
+    assert clean and not clean.endswith("-dirty")
+    (tmp_path / "notes.txt").write_text("untracked files are not the code that ran\n")
+    assert _git_revision(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert _git_revision(tmp_path) == f"{clean}-dirty"

@@ -53,12 +53,19 @@ def hub_digest(benchmark: str) -> str:
 
 
 def _git_revision(root: Path) -> str | None:
+    """HEAD's short hash, with ``-dirty`` when tracked files differ from it: a copy of a working tree (a GPU
+    machine's, a CI runner's) can carry code newer than its HEAD, and the run must not name code it did not run."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=5)
+        head = out.stdout.strip()
+        if not head:
+            return None
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                 capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return f"{head}-dirty" if changed.returncode == 0 and changed.stdout.strip() else head
 
 
 def _versions() -> dict[str, str | None]:
