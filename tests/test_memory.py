@@ -179,3 +179,49 @@ def test_preflight_skips_before_loading_and_records_the_estimate(run_benches):
     test = json.loads((ran.run_dirs()[-1] / "summary.json").read_text())["tests"][0]  # the first run: its own folder
     assert 0 < test["mem_estimate_gb"] < 0.1 and test["mem_estimate"]["kv_per_token"] == 2 * 1 * 64 * 2 * 4
     assert test["mem_estimate_error"] is None  # no torch peak on a CPU to check it against
+
+
+def test_estimate_of_a_batch_within_15_percent_of_the_measured_peaks():
+    # the H200 (2026-12-01, benches/reference/runs/h200-check-decode-bd.json, part d): the hf engine read 16 and 32
+    # prompts of 8,064 tokens together and decoded 128 more; counting one sequence, the estimate said 18.1 GB
+    run = json.loads((Path(__file__).parents[1] / "benches/reference/runs/h200-check-decode-bd.json").read_text())
+    model = _model("llama-3.1-8b")
+    for batch in (16, 32):
+        peak = run["parts"][f"d_engine_batch{batch}_8192"]["peak_mem_gb"]
+        cell = model.at(8192 - 128, 128, batch=batch)
+        assert cell.total / 1e9 == pytest.approx(peak, rel=0.15), (batch, cell.total / 1e9, peak)
+        assert cell.batch == batch and cell.forward_tokens == batch * (8192 - 128)
+    assert not model.chunked(8064) and model.chunked(130943)
+
+
+def test_the_preflight_prices_the_batch_the_engine_will_read():
+    from lcplugin.engines.registry import engine_entry
+
+    hf, vllm = engine_entry("hf"), engine_entry("vllm")
+    args = {"max_batch_size": 16, "max_batch_tokens": 131072}
+    assert hf.batch(args, 8064, chunked=False) == 16
+    assert hf.batch(args, 32640, chunked=False) == 4  # the token budget
+    assert hf.batch(args, 8064, chunked=False, items=3) == 3  # a test of three items reads three at most
+    assert hf.batch(args, 130943, chunked=True) == 1  # a prompt read in chunks runs alone
+    assert hf.batch({}, 8064, chunked=False) == 1  # one at a time unless the spec says otherwise
+    assert vllm.batch(args, 8064, chunked=False) == 1
+
+
+def test_the_preflight_estimate_of_a_batched_spec_counts_its_batch_and_pg19_none(tmp_path):
+    # the reference specs read prompts that fit one forward 16 at a time (benches/reference/specs): an estimate of
+    # one sequence would price Llama at 8k at 18.1 GB while the batch needs 48.7 (H200, 2026-12-01)
+    from dataclasses import replace
+
+    from lcplugin.plugin import preflight
+
+    case, session, config = _case(tmp_path, "llama-3.1-8b", 8192)
+    config = replace(config, engine_args={**config.engine_args, "max_batch_size": 16, "max_batch_tokens": 131072})
+    cell = preflight.estimate(case, session, config, "cuda")
+    assert cell.batch == 16 and cell.total / 1e9 == pytest.approx(48.7, rel=0.15)
+    pg19 = preflight.estimate(type(case)("pg19", case.spec, 8192), session, config, "cuda")
+    assert pg19.batch == 1  # PG-19's windows are scored one at a time
+    long = preflight.estimate(type(case)(case.benchmark, case.spec, 32768), session, config, "cuda")
+    assert long.batch == 1  # read in chunks: alone
+    limited = replace(session.settings, limit=2)
+    two = preflight.estimate(case, type(session)(limited, session.rootdir), config, "cuda")
+    assert two.batch == 2

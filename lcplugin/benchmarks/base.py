@@ -195,6 +195,9 @@ class Benchmark:
     # items it makes itself (RULER): with no --lc-data its source is "generated", never the hub, whatever
     # the spec's default_data says (a synthetic default stays synthetic: the offline default's form)
     generates_items: bool = False
+    # its prompts go to the engine's generate, which may read several together (the memory preflight prices that
+    # batch); False: scored one sequence at a time (PG-19's windows)
+    batched: bool = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A name outside READABLE (a typo) would key nothing: refused when the class is defined."""

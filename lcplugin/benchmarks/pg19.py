@@ -70,6 +70,7 @@ class PG19(Benchmark):
     reads = frozenset({"pg19_windows", "pg19_score_last"})
     measure = Measure(label="bits per byte", unit="window", figures=("bits_per_byte", "perplexity"))
     data_glob = "*.txt"
+    batched = False  # each window scored alone (engine.loglikelihood)
 
     def load_items(self, source: DataSource, ctx: int, limit: int | None) -> list[Item]:
         if source.kind == "synthetic":

@@ -21,6 +21,7 @@ from typing import Any
 
 from . import decode, prefill, telemetry
 from .base import Completion, EngineConfig, EngineTelemetry, LogLikelihood, SamplingSettings
+from .registry import engine_entry
 
 _DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
 
@@ -61,8 +62,9 @@ class HFEngine(EngineTelemetry):
         self.config = config
         args = dict(config.engine_args)
         self.device = args.pop("device", "cuda" if torch.cuda.is_available() else "cpu")
-        self.max_batch_size = int(args.pop("max_batch_size", 1))
-        self.max_batch_tokens = int(args.pop("max_batch_tokens", 1 << 17))
+        size_key, size, tokens_key, budget = engine_entry("hf").batching or ("", 1, "", 1 << 17)
+        self.max_batch_size = int(args.pop(size_key, size))  # defaults in the registry: the preflight reads them
+        self.max_batch_tokens = int(args.pop(tokens_key, budget))
         self.ignore_eos = bool(args.pop("ignore_eos", False))  # efficiency runs: always max_new_tokens
         attn = args.pop("attn_implementation", "sdpa" if self.device.startswith("cuda") else None)
         requested_chunk = args.pop("prefill_chunk", None)

@@ -55,19 +55,24 @@ class ModelMemory:
     chunk: int  # tokens per forward (0: the whole prompt in one)
     weights_from: str  # "files", "meta" or "shapes": how the weights were counted
 
-    def at(self, tokens: int, new_tokens: int = 0) -> CellMemory:
-        """The estimate for one sequence of ``tokens`` prompt tokens and ``new_tokens`` generated: its peak
-        moment. Read in chunks, a prompt peaks in the last full chunk's forward (the widest activations
-        beside the cache so far) or in the last, shorter one (the whole cache), never both at once: counting
-        both put Jamba at 1M 15 % over its measured peak (H200, 2026-11-30). Decoding adds the new tokens'
-        cache with no wide activations."""
+    def chunked(self, tokens: int) -> bool:
+        """Whether a prompt of ``tokens`` is read in more than one forward (such a prompt runs alone)."""
+        return 0 < self.chunk < tokens
+
+    def at(self, tokens: int, new_tokens: int = 0, batch: int = 1) -> CellMemory:
+        """The estimate for ``batch`` sequences of ``tokens`` prompt tokens and ``new_tokens`` generated, read
+        together (one forward over all of them): its peak moment. Read in chunks, a prompt peaks in the last
+        full chunk's forward (the widest activations beside the cache so far) or in the last, shorter one (the
+        whole cache), never both at once: counting both put Jamba at 1M 15 % over its measured peak (H200,
+        2026-11-30). Decoding adds the new tokens' cache with no wide activations. Checked batched on the H200
+        (2026-12-01, Llama-3.1-8B at 8k: batch 16 48.7 GB, batch 32 81.2 GB measured)."""
         chunk = min(self.chunk, tokens) if self.chunk else tokens
         full = tokens // chunk * chunk if chunk else tokens  # where the last full-width forward ends
         moments = [(full, chunk), (tokens, tokens - full), (tokens + new_tokens, 0)]  # (cached, forward)
         cached, forward = max(moments, key=lambda m: self.kv_per_token * m[0] + self.act_per_token * m[1])
-        return CellMemory(tokens=tokens, weights=self.weights, kv=self.kv_per_token * cached, states=self.states,
-                          activations=self.act_per_token * forward, forward_tokens=forward,
-                          kv_per_token=self.kv_per_token)
+        return CellMemory(tokens=tokens, weights=self.weights, kv=self.kv_per_token * cached * batch,
+                          states=self.states * batch, activations=self.act_per_token * forward * batch,
+                          forward_tokens=forward * batch, kv_per_token=self.kv_per_token, batch=batch)
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,7 @@ class CellMemory:
     activations: int
     forward_tokens: int  # the forward at the peak moment: a chunk, the last shorter one, the prompt; 0: decoding
     kv_per_token: int
+    batch: int = 1  # sequences read together (their forward_tokens summed)
 
     @property
     def total(self) -> int:
@@ -94,7 +100,9 @@ class CellMemory:
         shown = [f"{name} {size / GIB:.1f} GiB" for name, size in sorted(named, key=lambda p: -p[1])
                  if size >= 0.05 * GIB]
         text = " + ".join(shown) or f"{self.total / GIB:.2f} GiB"
-        return text + (f" ({self.forward_tokens:,}-token forwards)" if self.activations >= 0.05 * GIB else "")
+        notes = [f"{self.batch} sequences at once"] if self.batch > 1 else []
+        notes += [f"{self.forward_tokens:,}-token forwards"] if self.activations >= 0.05 * GIB else []
+        return text + (f" ({', '.join(notes)})" if notes else "")
 
     def as_summary(self) -> dict[str, Any]:
         """The parts in GB (1e9, as every memory figure of a summary), for the record beside the peak."""

@@ -49,6 +49,9 @@ class EngineEntry:
     # since a long prompt's chunks leave blocks no later request fits (Zamba2 at 256k on the H200: out of
     # memory with 42.2 GiB reserved but unallocated); vLLM sizes its own pool and keeps torch's default
     environment: tuple[tuple[str, str], ...] = (("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True"),)
+    # how the engine batches prompts, for the memory preflight: (size cap key, its default, token budget key, its
+    # default); sequences long enough to be read in chunks run alone. None: one sequence at a time
+    batching: tuple[str, int, str, int] | None = None
     extra: str = ""  # how to install what the engine imports, said when the import fails
     packages: tuple[str, ...] = ()  # distributions whose versions each run records
 
@@ -60,6 +63,15 @@ class EngineEntry:
         if not self.efficiency_only <= self.engine_args:
             raise LcError(f"engine entry {self.name!r}: efficiency_only names keys it does not accept "
                           f"({', '.join(sorted(self.efficiency_only - self.engine_args))}); add them to engine_args")
+
+    def batch(self, engine_args: Mapping[str, Any], tokens: int, chunked: bool, items: int | None = None) -> int:
+        """Sequences of ``tokens`` the engine reads together at most (``batching``); one when chunked."""
+        if self.batching is None or chunked:
+            return 1
+        size_key, size, tokens_key, budget = self.batching
+        size = int(engine_args.get(size_key, size))
+        budget = int(engine_args.get(tokens_key, budget))
+        return max(1, min(size, budget // max(1, tokens), items if items else size))
 
     def gpus(self, engine_args: Mapping[str, Any]) -> int:
         """GPUs one model spans: its ``gpus_arg`` in engine_args, else ``gpus_env``, else 1.
@@ -80,7 +92,7 @@ BUILTIN_ENGINES = (
                                "prefill_chunk", "cache", "compile", "decode_attention", "decode_loop"}),
         efficiency_only=frozenset({"device", "max_batch_size", "max_batch_tokens", "prefill_chunk", "cache",
                                    "compile", "decode_attention", "decode_loop"}),
-        packages=("torch", "transformers")),
+        batching=("max_batch_size", 1, "max_batch_tokens", 1 << 17), packages=("torch", "transformers")),
     EngineEntry(
         name="vllm", target="lcplugin.engines.vllm:VLLMEngine", marker="vLLM engine",
         engine_args=frozenset({"gpu_memory_utilization", "tensor_parallel_size", "ignore_eos", "prefill_chunk",

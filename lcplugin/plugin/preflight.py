@@ -53,7 +53,8 @@ def _chunk(config: EngineConfig, folder: Path, device: str) -> tuple[int, Any]:
 
 
 def estimate(case: Case, session: LcSession, config: EngineConfig, device: str) -> CellMemory:
-    """The test's estimate: the longest sequence its benchmark sends (``Benchmark.context_window``)."""
+    """The test's estimate: the longest sequence its benchmark sends (``Benchmark.context_window``), times the
+    sequences the engine reads together (``EngineEntry.batch``: the spec's batch, at most the items asked for)."""
     folder = local_folder(config.source, config.revision)
     if folder is None:
         raise FileNotFoundError(f"no local config for {config.source}")
@@ -62,10 +63,12 @@ def estimate(case: Case, session: LcSession, config: EngineConfig, device: str) 
     if key not in _MODELS:
         _MODELS[key] = model_memory(folder, config.dtype, chunk, hf)
     bench = get_benchmark(case.benchmark, session.settings.bench)
-    model = _MODELS[key]
-    if not engine_entry(config.engine).counts_activations:  # before the peak moment is chosen: the cache alone
+    model, entry = _MODELS[key], engine_entry(config.engine)
+    if not entry.counts_activations:  # before the peak moment is chosen: the cache alone
         model = replace(model, act_per_token=0)
-    return model.at(bench.context_window(case.ctx, case.spec.window_at(case.ctx)))
+    tokens = bench.context_window(case.ctx, case.spec.window_at(case.ctx))
+    batch = entry.batch(config.engine_args, tokens, model.chunked(tokens), session.settings.limit) if bench.batched else 1
+    return model.at(tokens, batch=batch)
 
 
 def free_memory(device: str, pids: set[int]) -> tuple[int | None, str]:
