@@ -271,8 +271,9 @@ def test_remote_code_needs_the_flag(run_benches, tmp_path):
     out.assert_outcomes(passed=1, deselected=len(BENCHMARKS) - 1)
 
 
-@pytest.mark.parametrize("earlier_summary", [True, False], ids=["summarized", "not-summarized"])
-def test_a_resumed_test_reports_no_session_figure_it_did_not_measure(run_benches, earlier_summary):
+@pytest.mark.parametrize(("earlier_summary", "again_args"), [(True, ()), (False, ()), (True, ("-n", "2"))],
+                         ids=["summarized", "not-summarized", "summarized-resumed-by-xdist"])
+def test_a_resumed_test_reports_no_session_figure_it_did_not_measure(run_benches, earlier_summary, again_args):
     # The H200 run of 2026-12-01 (Qwen, RULER at 128k): a deadline killed the session after nine tests had
     # finished; the next session resumed the run, found every item of those tests in the records, and wrote their
     # summaries again with its own telemetry: 15.3 GB peak (the weights alone), 0 J and 0.0 s, none of it measured
@@ -290,10 +291,11 @@ def test_a_resumed_test_reports_no_session_figure_it_did_not_measure(run_benches
     if not earlier_summary:  # killed after the test's last record, before its summary
         data["tests"] = []
     path.write_text(json.dumps(data))
-    again = run_benches(*args)
+    again = run_benches(*args, *again_args)  # under xdist a worker's store holds its own part only
     assert again.returncode == 0, again.stdout[-2000:]
     test = only_run_summary(run_benches.results)["tests"][0]
     assert test["items_run"] == 0 and test["items_resumed"] == 2 and test["n"] == 2
+    assert test["session_items"] == (2 if earlier_summary else 0)
     for key in ("wall_s", "peak_rss_gb", "items_per_hour"):
         if earlier_summary:
             assert test[key] == measured[key], key

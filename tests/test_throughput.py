@@ -32,3 +32,20 @@ def test_a_partly_resumed_tests_energy_per_item_divides_by_the_items_this_sessio
     carry_resumed(summary, 6, None, ["energy_j_per_item", "wall_s"])
     assert summary["energy_j_per_item"] == 250.0 and summary["items_resumed"] == 6
     assert "2 items this session ran" in summary["session_figures_cover"]
+
+
+def test_a_wholly_resumed_test_takes_session_figures_only_from_a_summary_of_the_same_inputs():
+    from lcplugin.results.summary import carry_resumed
+
+    earlier = {"n": 8, "test_key": "a", "wall_s": 40.0, "energy_j_per_item": 9.0, "items_run": 8, "session_items": 8}
+    for key, expected in (("a", 40.0), ("b", None)):  # "b": the spec changed (batch 1 -> 16) since that summary
+        summary = summarize([_record(i) for i in range(8)], {"wall_s": 0.1, "items_run": 0, "test_key": key})
+        carry_resumed(summary, 8, earlier, ["wall_s", "energy_j_per_item"])
+        assert summary["wall_s"] == expected and summary["session_items"] == (8 if expected else 0)
+
+
+def test_crossover_cost_per_item_divides_by_the_items_the_wall_time_covers():
+    from lcplugin.results.crossover import _per_item
+
+    assert _per_item({"wall_s": 40.0, "items_run": 0, "session_items": 4, "n": 8}, "s per item") == 10.0
+    assert _per_item({"wall_s": 40.0, "items_run": 2, "n": 8}, "s per item") == 20.0

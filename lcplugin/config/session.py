@@ -58,13 +58,16 @@ def _git_revision(root: Path) -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=5)
-        head = out.stdout.strip()
-        if not head:
-            return None
+    except (OSError, subprocess.SubprocessError):
+        return None
+    head = out.stdout.strip()
+    if not head:
+        return None
+    try:
         changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                  capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return None
+        return head  # HEAD known, its cleanliness not: the hash still names the run's base
     return f"{head}-dirty" if changed.returncode == 0 and changed.stdout.strip() else head
 
 

@@ -187,6 +187,7 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
         if pytest_config is not None:
             progress.close()
     wall = time.perf_counter() - started
+    ran = len([r for r in records[resumed:] if not r.get("skipped")])  # the items this session's figures cover
     tele = worker.call("telemetry_end")
     engine_settings = worker.call("describe")
     from ..results.store import slot_of
@@ -196,7 +197,7 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
         "benchmark": case.benchmark, "model": case.spec.name, "ctx": case.ctx, "ctx_label": ctx_label(case.ctx),
         "family": case.spec.family, "engine": config.engine, "test": case.id, "wall_s": wall,
         "trained_window": case.spec.trained_window, "beyond_window": beyond,
-        "items_run": len([r for r in records[resumed:] if not r.get("skipped")]),
+        "items_run": ran, "test_key": test_key_,
         "worker": engines.worker, "engine_load_s": load_s,
         # peak_mem_gb is the torch allocator's peak, and peak_mem_what says what it holds under this engine
         # (under vLLM its whole KV-cache pool). NVML's device figure includes other processes and, under
@@ -206,7 +207,7 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
         **{f.key: tele[f.key] for f in figures.FIGURES if f.key in tele},
         "nvml_device_gb": tele.get("nvml_device_gb"),
         "nvml_process_gb": tele.get("nvml_process_gb"), "energy_j": tele.get("energy_j"),
-        "energy_j_per_item": (tele["energy_j"] / len(records)) if tele.get("energy_j") is not None and records else None,
+        "energy_j_per_item": tele["energy_j"] / ran if tele.get("energy_j") is not None and ran else None,
         "peak_rss_gb": tele.get("rss_peak_gb"), "device": tele.get("device"),
         "cpu_threads": tele.get("cpu_threads"), "engine_settings": engine_settings,
         "unmeasured": {**tele.get("why", {}), **({"mem_estimate_gb": memory.why} if memory.why else {})},
@@ -219,7 +220,7 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
         **bench.aggregate(records),
     })
     # a resumed test's session figures: from the session that ran its items, never this one's telemetry
-    carry_resumed(summary, resumed, run.store.tests.get(slot_of(summary)), [f.key for f in figures.FIGURES if f.session])
+    carry_resumed(summary, resumed, run.earlier_test(slot_of(summary)), [f.key for f in figures.FIGURES if f.session])
     late = preflight.compare(summary)  # every run checks the estimate against what it measured
     if late:
         warnings.warn(preflight.MemoryEstimateWarning(late), stacklevel=2)

@@ -44,7 +44,7 @@ class Crossover:
 def _per_item(t: Mapping[str, Any], cost: str) -> float | None:
     if cost == "J per item":
         return t.get("energy_j_per_item")
-    n = t.get("items_run") or t.get("n")
+    n = t.get("session_items", t.get("items_run")) or t.get("n")  # the items wall_s was measured over
     return t["wall_s"] / n if t.get("wall_s") and n else None
 
 

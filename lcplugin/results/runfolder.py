@@ -253,6 +253,15 @@ class RunFolder:
             path.unlink()
         return store
 
+    def earlier_test(self, slot: str) -> Mapping[str, Any] | None:
+        """What an earlier session of this run summarized for ``slot``: the store's copy, else the folder's
+        ``summary.json`` (an xdist worker's store holds its own part only; the controller folded the earlier
+        parts into ``summary.json`` before the workers started). A resumed test's session figures come from it."""
+        if self._store is not None and slot in self._store.tests:
+            return self._store.tests[slot]
+        earlier = self._earlier(SUMMARY)
+        return next((t for t in earlier.tests if slot_of(t) == slot), None) if earlier else None
+
     def _earlier(self, name: str) -> Summary | None:
         """The summary a resumed run continues, if this folder has a readable one."""
         try:

@@ -82,21 +82,24 @@ def carry_resumed(summary: dict[str, Any], resumed: int, earlier: Mapping[str, A
 
     Partly resumed: they cover the items this session ran (energy per item divides by those), as
     ``session_figures_cover`` says. Wholly resumed: this session ran none of them, so the figures are the
-    ``earlier`` summary's of the same test (the session that ran them, killed before the run ended) or, where it
-    left none (killed after the test's last record), None with the reason.
+    ``earlier`` summary's of the same test and inputs (``test_key``; the session that ran them, killed before the
+    run ended) or, where it left none (killed after the test's last record), None with the reason.
+    ``session_items`` says how many items the session figures cover (per-item costs divide by it).
     """
     summary["items_resumed"] = resumed
+    ran = summary.get("items_run") or 0
+    summary["session_items"] = ran  # the items the session figures were measured over
     if not resumed:
         return
-    ran = summary.get("items_run") or 0
     if ran:
         energy = summary.get("energy_j")
         summary["energy_j_per_item"] = energy / ran if energy is not None else None
         summary["session_figures_cover"] = (f"the {ran} items this session ran; {resumed} more were resumed from an "
                                             "earlier session's records")
         return
-    keys = (*session_figures, *SESSION_KEYS)
-    if earlier is not None and earlier.get("n") == summary.get("n"):
+    keys = (*session_figures, *SESSION_KEYS, "session_items")
+    if earlier is not None and earlier.get("n") == summary.get("n") and earlier.get("test_key") is not None \
+            and earlier.get("test_key") == summary.get("test_key"):  # the same inputs (config/inputs.py), not only n
         unmeasured = dict(summary.get("unmeasured") or {})
         for key in keys:
             summary[key] = earlier.get(key)
@@ -106,10 +109,13 @@ def carry_resumed(summary: dict[str, Any], resumed: int, earlier: Mapping[str, A
         summary["unmeasured"] = unmeasured
         summary["session_figures_cover"] = (earlier.get("session_figures_cover")
                                             or "the earlier session that ran every item (all resumed here)")
+        if summary.get("session_items") is None:  # an earlier summary from before session_items was kept
+            summary["session_items"] = earlier.get("items_run")
         return
     why = ("every item was resumed from an earlier session's records, and that session left no summary of this "
-           "test: no session measured this figure over its items")
+           "test with these inputs: no session measured this figure over its items")
     summary["unmeasured"] = {**(summary.get("unmeasured") or {}), **{key: why for key in session_figures}}
     for key in keys:
         summary[key] = None
+    summary["session_items"] = 0
     summary["session_figures_cover"] = "none of its items (all resumed)"
