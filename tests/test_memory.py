@@ -225,3 +225,26 @@ def test_the_preflight_estimate_of_a_batched_spec_counts_its_batch_and_pg19_none
     limited = replace(session.settings, limit=2)
     two = preflight.estimate(case, type(session)(limited, session.rootdir), config, "cuda")
     assert two.batch == 2
+
+
+def test_the_static_cache_is_priced_as_allocated_and_calls_carry_no_more_than_the_priced_batch(tmp_path):
+    # the hf engine's static cache holds prompt + new tokens rounded up to 4,096 per sequence (a 1k prompt: 4,096
+    # rows), allocated before the prompt is read; and the runner sends the engine no more prompts a call than the
+    # batch the preflight priced, so short prompts of a context read in chunks are never read 16 at a time
+    from dataclasses import replace
+
+    from lcplugin.engines.registry import engine_entry
+    from lcplugin.plugin import preflight
+    from lcplugin.plugin.runner import _prompts_per_call
+
+    assert engine_entry("hf").kv_bucket == prefill.STATIC_BUCKET
+    case, session, config = _case(tmp_path, "llama-3.1-8b", 1024)
+    config = replace(config, engine_args={**config.engine_args, "max_batch_size": 16, "max_batch_tokens": 131072})
+    cell = preflight.estimate(case, session, config, "cuda")
+    assert cell.batch == 16 and cell.kv == 16 * 4096 * 128 * KIB
+    assert _prompts_per_call(config, preflight.Preflight(cell)) == 64
+    long = preflight.estimate(type(case)(case.benchmark, case.spec, 32768), session, config, "cuda")
+    assert long.batch == 1 and _prompts_per_call(config, preflight.Preflight(long)) == 1
+    assert _prompts_per_call(config, preflight.Preflight(None, why="no estimate")) == 64  # the spec's batch, as before
+    mamba = _model("mamba-2.8b-hf")
+    assert replace(mamba, kv_bucket=4096).at(1000).kv == 0  # a state, not a KV cache

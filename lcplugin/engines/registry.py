@@ -52,6 +52,9 @@ class EngineEntry:
     # how the engine batches prompts, for the memory preflight: (size cap key, its default, token budget key, its
     # default); sequences long enough to be read in chunks run alone. None: one sequence at a time
     batching: tuple[str, int, str, int] | None = None
+    # the engine allocates an attention model's KV cache per sequence in multiples of this many tokens (hf's static
+    # cache: prefill.STATIC_BUCKET), which the preflight counts; 0: the tokens themselves
+    kv_bucket: int = 0
     extra: str = ""  # how to install what the engine imports, said when the import fails
     packages: tuple[str, ...] = ()  # distributions whose versions each run records
 
@@ -92,7 +95,7 @@ BUILTIN_ENGINES = (
                                "prefill_chunk", "cache", "compile", "decode_attention", "decode_loop"}),
         efficiency_only=frozenset({"device", "max_batch_size", "max_batch_tokens", "prefill_chunk", "cache",
                                    "compile", "decode_attention", "decode_loop"}),
-        batching=("max_batch_size", 1, "max_batch_tokens", 1 << 17), packages=("torch", "transformers")),
+        batching=("max_batch_size", 1, "max_batch_tokens", 1 << 17), kv_bucket=4096, packages=("torch", "transformers")),
     EngineEntry(
         name="vllm", target="lcplugin.engines.vllm:VLLMEngine", marker="vLLM engine",
         engine_args=frozenset({"gpu_memory_utilization", "tensor_parallel_size", "ignore_eos", "prefill_chunk",

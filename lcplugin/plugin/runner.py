@@ -161,7 +161,7 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
     eval_session = EvalSession(
         generate=lambda prompts, s: worker.call("generate", prompts, s), tokenizer=tokenizer, ctx=case.ctx,
         chat_mode=case.spec.chat_template, sampling=sampling, emit=emit,
-        chunk_size=int(config.engine_args.get("max_batch_size", 1)) * 4,
+        chunk_size=_prompts_per_call(config, memory),
         window=case.spec.window_at(case.ctx), data_key=source.digest, content_ids=cache.content_ids,
         done_ids=frozenset(str(r["id"]) for r in records),
         loglikelihood=lambda tokens, k: worker.call("loglikelihood", tokens, k))
@@ -228,6 +228,16 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
         summary.setdefault(figure.key, None)
     return _finish(case, session, run, summary, benchmark_fixture, record_property, bench, records,
                    quality_settings(inputs))
+
+
+def _prompts_per_call(config: EngineConfig, memory: preflight.Preflight) -> int:
+    """Prompts per engine call. An engine that batches within a call (``EngineEntry.batching``) gets at most the
+    batch the memory preflight priced: one prompt a call where it priced one (a context read in chunks, PG-19),
+    so short prompts of a long context are never read together beyond the estimate; else four batches a call."""
+    size = int(config.engine_args.get("max_batch_size", 1))
+    if memory.cell is not None and engine_entry(config.engine).batching is not None:
+        return 1 if memory.cell.batch == 1 else memory.cell.batch * 4
+    return size * 4
 
 
 def _stop_telemetry(worker: Any) -> None:
