@@ -228,23 +228,36 @@ def test_the_preflight_estimate_of_a_batched_spec_counts_its_batch_and_pg19_none
 
 
 def test_the_static_cache_is_priced_as_allocated_and_calls_carry_no_more_than_the_priced_batch(tmp_path):
-    # the hf engine's static cache holds prompt + new tokens rounded up to 4,096 per sequence (a 1k prompt: 4,096
-    # rows), allocated before the prompt is read; and the runner sends the engine no more prompts a call than the
-    # batch the preflight priced, so short prompts of a context read in chunks are never read 16 at a time
+    # the hf engine's static cache (CUDA) holds prompt + new tokens rounded up to 4,096 per sequence (a 1k prompt:
+    # 4,096 rows), allocated before the prompt is read; and the runner hands the engine no more prompts a call than
+    # the batch the preflight priced, so short prompts of a context read in chunks are never read 16 at a time
     from dataclasses import replace
 
     from lcplugin.engines.registry import engine_entry
     from lcplugin.plugin import preflight
-    from lcplugin.plugin.runner import _prompts_per_call
+    from lcplugin.plugin.runner import _batch_cap, _generate
 
     assert engine_entry("hf").kv_bucket == prefill.STATIC_BUCKET
     case, session, config = _case(tmp_path, "llama-3.1-8b", 1024)
     config = replace(config, engine_args={**config.engine_args, "max_batch_size": 16, "max_batch_tokens": 131072})
     cell = preflight.estimate(case, session, config, "cuda")
     assert cell.batch == 16 and cell.kv == 16 * 4096 * 128 * KIB
-    assert _prompts_per_call(config, preflight.Preflight(cell)) == 64
+    assert preflight.estimate(case, session, config, "cpu").kv == 16 * 1024 * 128 * KIB  # a dynamic cache on CPU
+    assert _batch_cap(config, preflight.Preflight(cell)) is None  # the spec's batch: the engine's own rule
     long = preflight.estimate(type(case)(case.benchmark, case.spec, 32768), session, config, "cuda")
-    assert long.batch == 1 and _prompts_per_call(config, preflight.Preflight(long)) == 1
-    assert _prompts_per_call(config, preflight.Preflight(None, why="no estimate")) == 64  # the spec's batch, as before
+    assert long.batch == 1 and _batch_cap(config, preflight.Preflight(long)) == 1
+    assert _batch_cap(config, preflight.Preflight(None, why="no estimate")) is None
+
+    class Worker:
+        calls: list[int] = []
+
+        def call(self, name, prompts, sampling):
+            self.calls.append(len(prompts))
+            return [f"done {p}" for p in prompts]
+
+    worker = Worker()
+    assert _generate(worker, list(range(6)), None, 1) == [f"done {i}" for i in range(6)] and worker.calls == [1] * 6
+    worker.calls.clear()
+    assert _generate(worker, list(range(6)), None, None) == [f"done {i}" for i in range(6)] and worker.calls == [6]
     mamba = _model("mamba-2.8b-hf")
     assert replace(mamba, kv_bucket=4096).at(1000).kv == 0  # a state, not a KV cache

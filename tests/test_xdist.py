@@ -170,3 +170,11 @@ def test_xdist_speedup_script_runs_on_cpu_with_tiny_models(tmp_path):
             assert sorted(x["model"] for x in run_["engine_loads"]) == [f"xdist-{m}" for m in "ab"]
             assert run_["workers"] == (["gw0"] if n == "1" else ["gw0", "gw1"])
     assert rows["1"]["speedup"] == 1.0 and rows["2"]["speedup"] == rows["1"]["wall_s"] / rows["2"]["wall_s"]
+
+
+def test_a_test_with_no_wall_time_is_left_out_of_the_benchmark_json():
+    # a test resumed whole, whose earlier session left no summary, has no measured wall time (lc_wall_s None):
+    # float(None) stopped the controller's --benchmark-json
+    from lcplugin.plugin.benchjson import measured
+
+    assert measured(None) is None and measured("None") is None and measured("12.5") == 12.5 and measured(3) == 3.0

@@ -66,8 +66,8 @@ def estimate(case: Case, session: LcSession, config: EngineConfig, device: str) 
     model, entry = _MODELS[key], engine_entry(config.engine)
     if not entry.counts_activations:  # before the peak moment is chosen: the cache alone
         model = replace(model, act_per_token=0)
-    if entry.kv_bucket:
-        model = replace(model, kv_bucket=entry.kv_bucket)
+    if entry.kv_bucket and device.startswith("cuda") and config.engine_args.get("cache") != "dynamic":
+        model = replace(model, kv_bucket=entry.kv_bucket)  # the static cache the engine picks on CUDA
     tokens = bench.context_window(case.ctx, case.spec.window_at(case.ctx))
     batch = entry.batch(config.engine_args, tokens, model.chunked(tokens), session.settings.limit) if bench.batched else 1
     return model.at(tokens, batch=batch)

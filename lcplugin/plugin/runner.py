@@ -159,9 +159,10 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
 
     cache = caches.token_cache(tokenizer)
     eval_session = EvalSession(
-        generate=lambda prompts, s: worker.call("generate", prompts, s), tokenizer=tokenizer, ctx=case.ctx,
+        generate=lambda prompts, s: _generate(worker, prompts, s, _batch_cap(config, memory)), tokenizer=tokenizer,
+        ctx=case.ctx,
         chat_mode=case.spec.chat_template, sampling=sampling, emit=emit,
-        chunk_size=_prompts_per_call(config, memory),
+        chunk_size=int(config.engine_args.get("max_batch_size", 1)) * 4,
         window=case.spec.window_at(case.ctx), data_key=source.digest, content_ids=cache.content_ids,
         done_ids=frozenset(str(r["id"]) for r in records),
         loglikelihood=lambda tokens, k: worker.call("loglikelihood", tokens, k))
@@ -230,14 +231,22 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
                    quality_settings(inputs))
 
 
-def _prompts_per_call(config: EngineConfig, memory: preflight.Preflight) -> int:
-    """Prompts per engine call. An engine that batches within a call (``EngineEntry.batching``) gets at most the
-    batch the memory preflight priced: one prompt a call where it priced one (a context read in chunks, PG-19),
-    so short prompts of a long context are never read together beyond the estimate; else four batches a call."""
+def _batch_cap(config: EngineConfig, memory: preflight.Preflight) -> int | None:
+    """The most prompts the engine may read together in this test: the batch the memory preflight priced, where
+    it is below the spec's (a context read in chunks: one; a token budget that cuts the batch), for an engine that
+    batches within a call (``EngineEntry.batching``); None: no cap beyond the engine's own."""
     size = int(config.engine_args.get("max_batch_size", 1))
-    if memory.cell is not None and engine_entry(config.engine).batching is not None:
-        return 1 if memory.cell.batch == 1 else memory.cell.batch * 4
-    return size * 4
+    if memory.cell is None or engine_entry(config.engine).batching is None or memory.cell.batch >= size:
+        return None
+    return memory.cell.batch
+
+
+def _generate(worker: Any, prompts: list[Any], sampling: Any, cap: int | None) -> list[Any]:
+    """The worker's generate over ``prompts``, in calls of at most ``cap`` prompts, so that short prompts of a
+    context read in chunks are never read together past the preflight's estimate."""
+    if cap is None or len(prompts) <= cap:
+        return worker.call("generate", prompts, sampling)
+    return [done for i in range(0, len(prompts), cap) for done in worker.call("generate", prompts[i:i + cap], sampling)]
 
 
 def _stop_telemetry(worker: Any) -> None:

@@ -109,8 +109,6 @@ def carry_resumed(summary: dict[str, Any], resumed: int, earlier: Mapping[str, A
         summary["unmeasured"] = unmeasured
         summary["session_figures_cover"] = (earlier.get("session_figures_cover")
                                             or "the earlier session that ran every item (all resumed here)")
-        if summary.get("session_items") is None:  # an earlier summary from before session_items was kept
-            summary["session_items"] = earlier.get("items_run")
         return
     why = ("every item was resumed from an earlier session's records, and that session left no summary of this "
            "test with these inputs: no session measured this figure over its items")
