@@ -25,14 +25,14 @@ def test_items_per_hour_is_none_when_unmeasured():
 
 
 def test_a_partly_resumed_tests_energy_per_item_divides_by_the_items_this_session_ran():
+    # the energy was measured while this session's 2 items ran; the 6 resumed ones cost it nothing
     from lcplugin.results.summary import carry_resumed
 
-    summary = summarize([_record(i) for i in range(8)], {"wall_s": 10.0, "items_run": 2, "energy_j": 500.0,
-                                                          "energy_j_per_item": 500.0 / 8})
+    summary = summarize([_record(i) for i in range(8)], {"wall_s": 10.0, "items_run": 2, "energy_j": 500.0})
     carry_resumed(summary, 6, None, ["energy_j_per_item", "wall_s"])
     assert summary["energy_j_per_item"] == 250.0 and summary["items_resumed"] == 6
     assert "2 items this session ran" in summary["session_figures_cover"]
-
+    assert summarize([_record(1)], {"energy_j": 40.0})["energy_j_per_item"] == 40.0  # nothing resumed: every item
 
 def test_a_wholly_resumed_test_takes_session_figures_only_from_a_summary_of_the_same_inputs():
     from lcplugin.results.summary import carry_resumed

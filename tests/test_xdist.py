@@ -175,6 +175,11 @@ def test_xdist_speedup_script_runs_on_cpu_with_tiny_models(tmp_path):
 def test_a_test_with_no_wall_time_is_left_out_of_the_benchmark_json():
     # a test resumed whole, whose earlier session left no summary, has no measured wall time (lc_wall_s None):
     # float(None) stopped the controller's --benchmark-json
-    from lcplugin.plugin.benchjson import measured
+    from lcplugin.plugin.benchjson import benchmark_entry
 
-    assert measured(None) is None and measured("None") is None and measured("12.5") == 12.5 and measured(3) == 3.0
+    node = "benches/test_longbench_v2.py::test_longbench_v2[tiny-llama-1k]"
+    assert benchmark_entry({"nodeid": node, "props": {"lc_wall_s": None}}) is None
+    assert benchmark_entry({"nodeid": node, "props": {"lc_wall_s": "None"}}) is None
+    entry = benchmark_entry({"nodeid": node, "props": {"lc_wall_s": 12.5, "lc_n": 2}})
+    assert entry is not None and entry["stats"]["data"] == [12.5] and entry["param"] == "tiny-llama-1k"
+    assert entry["extra_info"] == {"wall_s": 12.5, "n": 2}

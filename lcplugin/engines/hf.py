@@ -62,9 +62,11 @@ class HFEngine(EngineTelemetry):
         self.config = config
         args = dict(config.engine_args)
         self.device = args.pop("device", "cuda" if torch.cuda.is_available() else "cpu")
-        size_key, size, tokens_key, budget = engine_entry("hf").batching or ("", 1, "", 1 << 17)
-        self.max_batch_size = int(args.pop(size_key, size))  # defaults in the registry: the preflight reads them
-        self.max_batch_tokens = int(args.pop(tokens_key, budget))
+        entry = engine_entry("hf")  # the batch rule's keys and defaults live there: the memory preflight reads them
+        assert entry.batching is not None
+        self.max_batch_size = entry.max_batch(args)
+        self.max_batch_tokens = int(args.pop(entry.batching[2], entry.batching[3]))
+        args.pop(entry.batching[0], None)
         self.ignore_eos = bool(args.pop("ignore_eos", False))  # efficiency runs: always max_new_tokens
         attn = args.pop("attn_implementation", "sdpa" if self.device.startswith("cuda") else None)
         requested_chunk = args.pop("prefill_chunk", None)

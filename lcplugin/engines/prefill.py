@@ -308,7 +308,7 @@ def forward_chunks(model: Any, ids: Any, chunk: int, keep_last: int = 1, cache: 
 
 # -- the decode cache: static (allocated once, compilable) or dynamic ----------------------------------
 # a static cache holds prompt + new tokens rounded up to this: few shapes, few compiles (the registry's hf entry
-# names it, kv_bucket, for the memory preflight: tests/test_memory.py holds them equal)
+# passes it on to the memory preflight as its kv_bucket)
 STATIC_BUCKET = 4096
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import EngineError, LcError
+from .prefill import STATIC_BUCKET
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,7 +54,7 @@ class EngineEntry:
     # default); sequences long enough to be read in chunks run alone. None: one sequence at a time
     batching: tuple[str, int, str, int] | None = None
     # the engine allocates an attention model's KV cache per sequence in multiples of this many tokens (hf's static
-    # cache: prefill.STATIC_BUCKET), which the preflight counts; 0: the tokens themselves
+    # cache), which the preflight counts; 0: the tokens themselves
     kv_bucket: int = 0
     extra: str = ""  # how to install what the engine imports, said when the import fails
     packages: tuple[str, ...] = ()  # distributions whose versions each run records
@@ -67,13 +68,19 @@ class EngineEntry:
             raise LcError(f"engine entry {self.name!r}: efficiency_only names keys it does not accept "
                           f"({', '.join(sorted(self.efficiency_only - self.engine_args))}); add them to engine_args")
 
+    def max_batch(self, engine_args: Mapping[str, Any]) -> int:
+        """The spec's batch size cap (``batching``'s size key, else its default); 1 where the entry has none."""
+        if self.batching is None:
+            return int(engine_args.get("max_batch_size", 1))  # an engine that batches on its own terms
+        size_key, size, _, _ = self.batching
+        return int(engine_args.get(size_key, size))
+
     def batch(self, engine_args: Mapping[str, Any], tokens: int, chunked: bool, items: int | None = None) -> int:
         """Sequences of ``tokens`` the engine reads together at most (``batching``); one when chunked."""
         if self.batching is None or chunked:
             return 1
-        size_key, size, tokens_key, budget = self.batching
-        size = int(engine_args.get(size_key, size))
-        budget = int(engine_args.get(tokens_key, budget))
+        size = self.max_batch(engine_args)
+        budget = int(engine_args.get(self.batching[2], self.batching[3]))
         return max(1, min(size, budget // max(1, tokens), items if items else size))
 
     def gpus(self, engine_args: Mapping[str, Any]) -> int:
@@ -95,7 +102,8 @@ BUILTIN_ENGINES = (
                                "prefill_chunk", "cache", "compile", "decode_attention", "decode_loop"}),
         efficiency_only=frozenset({"device", "max_batch_size", "max_batch_tokens", "prefill_chunk", "cache",
                                    "compile", "decode_attention", "decode_loop"}),
-        batching=("max_batch_size", 1, "max_batch_tokens", 1 << 17), kv_bucket=4096, packages=("torch", "transformers")),
+        batching=("max_batch_size", 1, "max_batch_tokens", 1 << 17), kv_bucket=STATIC_BUCKET,
+        packages=("torch", "transformers")),
     EngineEntry(
         name="vllm", target="lcplugin.engines.vllm:VLLMEngine", marker="vLLM engine",
         engine_args=frozenset({"gpu_memory_utilization", "tensor_parallel_size", "ignore_eos", "prefill_chunk",

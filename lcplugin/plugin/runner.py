@@ -162,7 +162,7 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
         generate=lambda prompts, s: _generate(worker, prompts, s, _batch_cap(config, memory)), tokenizer=tokenizer,
         ctx=case.ctx,
         chat_mode=case.spec.chat_template, sampling=sampling, emit=emit,
-        chunk_size=int(config.engine_args.get("max_batch_size", 1)) * 4,
+        chunk_size=engine_entry(config.engine).max_batch(config.engine_args) * 4,
         window=case.spec.window_at(case.ctx), data_key=source.digest, content_ids=cache.content_ids,
         done_ids=frozenset(str(r["id"]) for r in records),
         loglikelihood=lambda tokens, k: worker.call("loglikelihood", tokens, k))
@@ -208,7 +208,6 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
         **{f.key: tele[f.key] for f in figures.FIGURES if f.key in tele},
         "nvml_device_gb": tele.get("nvml_device_gb"),
         "nvml_process_gb": tele.get("nvml_process_gb"), "energy_j": tele.get("energy_j"),
-        "energy_j_per_item": tele["energy_j"] / ran if tele.get("energy_j") is not None and ran else None,
         "peak_rss_gb": tele.get("rss_peak_gb"), "device": tele.get("device"),
         "cpu_threads": tele.get("cpu_threads"), "engine_settings": engine_settings,
         "unmeasured": {**tele.get("why", {}), **({"mem_estimate_gb": memory.why} if memory.why else {})},
@@ -235,8 +234,8 @@ def _batch_cap(config: EngineConfig, memory: preflight.Preflight) -> int | None:
     """The most prompts the engine may read together in this test: the batch the memory preflight priced, where
     it is below the spec's (a context read in chunks: one; a token budget that cuts the batch), for an engine that
     batches within a call (``EngineEntry.batching``); None: no cap beyond the engine's own."""
-    size = int(config.engine_args.get("max_batch_size", 1))
-    if memory.cell is None or engine_entry(config.engine).batching is None or memory.cell.batch >= size:
+    entry = engine_entry(config.engine)
+    if memory.cell is None or entry.batching is None or memory.cell.batch >= entry.max_batch(config.engine_args):
         return None
     return memory.cell.batch
 

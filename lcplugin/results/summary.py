@@ -59,7 +59,10 @@ def summarize(records: Sequence[Mapping[str, Any]], extra: Mapping[str, Any] | N
                    accuracy_ci95=list(wilson(correct, n)))
     out.update(efficiency(records))
     out.update(extra or {})
-    out["items_per_hour"] = items_per_hour(out.get("items_run", n), out.get("wall_s"))
+    ran = out.get("items_run", n)  # the items this session's figures were measured over
+    out["items_per_hour"] = items_per_hour(ran, out.get("wall_s"))
+    energy = out.get("energy_j")
+    out["energy_j_per_item"] = energy / ran if energy is not None and ran else None
     return out
 
 
@@ -80,7 +83,7 @@ def carry_resumed(summary: dict[str, Any], resumed: int, earlier: Mapping[str, A
     """Make a test's session figures (``session_figures``: memory peaks, energy, wall time, measured while its
     items ran) say only what was measured, when ``resumed`` of its items come from an earlier session's records.
 
-    Partly resumed: they cover the items this session ran (energy per item divides by those), as
+    Partly resumed: they cover the items this session ran (``summarize`` divides per-item figures by those), as
     ``session_figures_cover`` says. Wholly resumed: this session ran none of them, so the figures are the
     ``earlier`` summary's of the same test and inputs (``test_key``; the session that ran them, killed before the
     run ended) or, where it left none (killed after the test's last record), None with the reason.
@@ -91,9 +94,7 @@ def carry_resumed(summary: dict[str, Any], resumed: int, earlier: Mapping[str, A
     summary["session_items"] = ran  # the items the session figures were measured over
     if not resumed:
         return
-    if ran:
-        energy = summary.get("energy_j")
-        summary["energy_j_per_item"] = energy / ran if energy is not None else None
+    if ran:  # energy per item and items per hour already divide by these (summarize)
         summary["session_figures_cover"] = (f"the {ran} items this session ran; {resumed} more were resumed from an "
                                             "earlier session's records")
         return
