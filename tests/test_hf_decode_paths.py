@@ -218,7 +218,8 @@ def test_the_engine_loop_is_the_default_over_a_compiled_static_cache_where_it_ap
     ("tiny-mamba", "transformers marks mamba not compilable"),
     ("tiny-mamba2", "mamba2 keeps its recurrent state in cache_params"),
     ("tiny-zamba2", "transformers marks zamba2 not compilable"),
-    ("tiny-nemotron-h", "nemotron_h mixes Mamba state with KV layers"),
+    ("tiny-nemotron-h", "nemotron_h mixes Mamba state with KV layers; its static, compiled decode is opt-in"),
+    ("tiny-jamba", "jamba mixes Mamba state with KV layers; its static, compiled decode is opt-in"),
     ("tiny-llama", "transformers compiles decoding only over a static cache"),
 ])
 def test_summary_says_what_decoding_ran_and_why_it_is_not_compiled(name, reason):
@@ -230,3 +231,46 @@ def test_summary_says_what_decoding_ran_and_why_it_is_not_compiled(name, reason)
     assert settings["decode_path"].startswith("eager step over a dynamic cache")
     assert settings["decode_path_why"].startswith("not compiled: ") and reason in settings["decode_path_why"]
     assert "\n" not in settings["decode_path_why"]
+
+
+HYBRIDS = ["tiny-jamba", "tiny-nemotron-h"]
+
+
+@functools.cache
+def _hybrid_reference(name: str) -> list[tuple[tuple[int, ...], str]]:
+    return _outputs(_engine(name), _prompts())
+
+
+@pytest.mark.parametrize("args", [STATIC, {**STATIC, "prefill_chunk": 16}, {**STATIC, "max_batch_size": 3}],
+                         ids=["static", "static-chunked", "static-batched"])
+@pytest.mark.parametrize("name", HYBRIDS)
+def test_a_hybrids_static_cache_gives_the_dynamic_caches_tokens(name, args):
+    # transformers' StaticCache holds Jamba's and Nemotron-H's Mamba layers as fixed conv and SSM states beside the
+    # attention layers' rows, so their decode can be compiled; on request it must decode what the dynamic cache
+    # does, read whole, in chunks carried into it, or left-padded in a batch
+    engine = _engine(name, **args)
+    assert engine.cache_kind == "static" and engine.describe()["cache"] == "static"
+    batched = "max_batch_size" in args
+    chunked = "prefill_chunk" in args
+    got = _outputs(engine, _prompts())
+    assert got == _hybrid_reference(name)
+    assert not chunked or engine.chunked_sequences == sum(len(p) > 16 for p in _prompts()) > 0
+    assert not batched or engine._batch_counter < len(_prompts())
+
+
+def test_the_static_cache_is_refused_naming_why_for_models_transformers_cannot_hold_static():
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lcplugin.engines.prefill import choose_cache
+
+    for name in ("tiny-zamba2", "tiny-mamba2", "tiny-mamba"):
+        model = AutoModelForCausalLM.from_pretrained(str(materialize(name)), dtype=torch.float32)
+        with pytest.raises(EngineError) as info:
+            choose_cache(model, "cuda", "static", None)
+        assert "\n" not in str(info.value) and "cache='dynamic'" in str(info.value), name
+        assert choose_cache(model, "cuda", None, None)[:2] == ("dynamic", False)
+    jamba = AutoModelForCausalLM.from_pretrained(str(materialize("tiny-jamba")), dtype=torch.float32)
+    kind, compiled, why = choose_cache(jamba, "cuda", None, None)
+    assert (kind, compiled) == ("dynamic", False) and "opt-in (cache='static')" in why
+    assert choose_cache(jamba, "cuda", "static", None) == ("static", True, "requested")  # compiled on CUDA

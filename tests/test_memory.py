@@ -259,3 +259,20 @@ def test_the_static_cache_is_priced_as_allocated_and_calls_carry_no_more_than_th
     assert _generate(worker, list(range(6)), None, None) == [f"done {i}" for i in range(6)] and worker.calls == [6]
     mamba = _model("mamba-2.8b-hf")
     assert replace(mamba, kv_bucket=4096).at(1000).kv == 0  # a state, not a KV cache
+
+
+def test_a_hybrids_static_cache_is_priced_only_where_the_engine_allocates_one(tmp_path):
+    # Jamba and Nemotron-H take the hf engine's static cache on request (cache='static'): their attention layers'
+    # rows are then allocated whole, rounded up to 4,096, like an attention model's; by default they keep the
+    # dynamic cache, priced at the tokens cached
+    from dataclasses import replace
+
+    from lcplugin.plugin import preflight
+
+    case, session, config = _case(tmp_path, "jamba-reasoning-3b", 1024)
+    dynamic = preflight.estimate(case, session, config, "cuda")
+    static = preflight.estimate(case, session, replace(config, engine_args={**config.engine_args, "cache": "static"}),
+                                "cuda")
+    assert dynamic.kv_per_token > 0 and dynamic.states > 0
+    assert dynamic.kv == dynamic.kv_per_token * 1024
+    assert static.kv == static.kv_per_token * 4096 and static.states == dynamic.states

@@ -33,7 +33,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import EngineError
-from .prefill import MAMBA1_FAMILY, MAMBA2_FAMILY, attention_configs, cache_argument
+from .prefill import (
+    HYBRID_STATIC_DEFAULT,
+    MAMBA1_FAMILY,
+    MAMBA2_FAMILY,
+    attention_configs,
+    cache_argument,
+    static_cache_holds,
+)
 
 DECODE_ATTN = "lcplugin_decode_sdpa"
 ATTENTIONS = ("gqa", "transformers")
@@ -106,9 +113,11 @@ def why_not_compiled(model: Any) -> str | None:
     if cache_argument(model) == "cache_params":
         return (f"{family} keeps its recurrent state in cache_params, a DynamicCache, and generate compiles only "
                 "over a static cache; no captured decode for it here yet")
-    if family in MAMBA2_FAMILY | MAMBA1_FAMILY:
-        return (f"{family} mixes Mamba state with KV layers; the engine's static, compiled decode covers attention "
-                "models only until a GPU run checks the hybrid one (cache='static' is refused)")
+    if not static_cache_holds(model.config):
+        return f"transformers' StaticCache has no fixed-shape layer for every layer type of {family}"
+    if family in MAMBA2_FAMILY | MAMBA1_FAMILY and family not in HYBRID_STATIC_DEFAULT:
+        return (f"{family} mixes Mamba state with KV layers; its static, compiled decode is opt-in "
+                "(cache='static') until a GPU run measures it faster than the dynamic cache")
     return None
 
 

@@ -54,8 +54,8 @@ class ModelMemory:
     act_per_token: int  # the widest forward's activations per token read in it
     chunk: int  # tokens per forward (0: the whole prompt in one)
     weights_from: str  # "files", "meta" or "shapes": how the weights were counted
-    # an attention model's KV cache allocated whole, per sequence, in multiples of this (the hf engine's static
-    # cache: 4,096 rows for a 1k prompt); 0, or a model with SSM states (a dynamic cache): the tokens cached so far
+    # the KV cache allocated whole, per sequence, in multiples of this (the hf engine's static cache: 4,096 rows
+    # for a 1k prompt; the preflight sets it where the engine picks that cache); 0: the tokens cached so far
     kv_bucket: int = 0
 
     def chunked(self, tokens: int) -> bool:
@@ -72,7 +72,7 @@ class ModelMemory:
         chunk = min(self.chunk, tokens) if self.chunk else tokens
         full = tokens // chunk * chunk if chunk else tokens  # where the last full-width forward ends
         moments = [(full, chunk), (tokens, tokens - full), (tokens + new_tokens, 0)]  # (cached, forward)
-        if self.kv_bucket and not self.states:  # allocated before the prompt is read, whole
+        if self.kv_bucket:  # a static cache: allocated before the prompt is read, whole
             rows = -(-(tokens + new_tokens) // self.kv_bucket) * self.kv_bucket
             moments = [(rows, forward) for _, forward in moments]
         cached, forward = max(moments, key=lambda m: self.kv_per_token * m[0] + self.act_per_token * m[1])

@@ -318,22 +318,51 @@ def static_length(tokens: int) -> int:
     return -(-tokens // STATIC_BUCKET) * STATIC_BUCKET
 
 
+# Hybrids whose transformers StaticCache holds every layer (KV rows for attention, fixed conv and SSM states for
+# Mamba) and whose forward transformers marks compilable: a static, compiled decode is possible for them, opt-in
+# (cache='static') until a GPU run measures it against the dynamic cache; those measured faster move here.
+HYBRID_STATIC_DEFAULT: frozenset[str] = frozenset()
+
+
+def static_cache_holds(config: Any) -> bool:
+    """Whether transformers' StaticCache has a fixed-shape layer for every layer type of ``config``."""
+    try:
+        from transformers.cache_utils import STATIC_LAYER_TYPE_MAPPING, get_layer_types_and_kwargs
+    except ImportError:  # an older transformers: no hybrid static cache
+        return config.model_type not in MAMBA2_FAMILY | MAMBA1_FAMILY
+    layer_types, _ = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
+    return all(t in STATIC_LAYER_TYPE_MAPPING for t in layer_types)
+
+
+def static_expected(family: str, requested: Any) -> bool:
+    """Whether the engine allocates a static cache on CUDA (the preflight prices its rounded rows): the
+    same rule as :func:`choose_cache`, from the model type alone."""
+    if requested in ("static", "dynamic"):
+        return requested == "static"
+    return family not in MAMBA2_FAMILY | MAMBA1_FAMILY or family in HYBRID_STATIC_DEFAULT
+
+
 def choose_cache(model: Any, device: str, cache: Any, compile_: Any) -> tuple[str, bool, str]:
-    """(cache kind, compile, why). Static needs an attention-only model whose forward compiles."""
+    """(cache kind, compile, why). Static needs a model whose forward transformers compiles, with
+    ``past_key_values`` (not Mamba's ``cache_params``) and a static layer for every layer type."""
     family = model.config.model_type
-    supported = bool(getattr(model, "_can_compile_fullgraph", False)) and family not in MAMBA2_FAMILY | MAMBA1_FAMILY
+    supported = (bool(getattr(model, "_can_compile_fullgraph", False)) and cache_argument(model) == "past_key_values"
+                 and static_cache_holds(model.config))
+    hybrid = family in MAMBA2_FAMILY | MAMBA1_FAMILY
     cuda = device.startswith("cuda")
     if cache not in (None, "static", "dynamic"):
         raise EngineError(f"engine_args cache={cache!r}: accepted values are 'static' and 'dynamic'")
     if compile_ is not None and not isinstance(compile_, bool):
         raise EngineError(f"engine_args compile={compile_!r}: accepted values are true and false")
     if cache == "static" and not supported:
-        raise EngineError(f"cache='static' refused for model type {family!r}: the engine uses a static cache only for "
-                          "attention models whose forward transformers compiles; use cache='dynamic'")
+        raise EngineError(f"cache='static' refused for model type {family!r}: transformers has no static, compilable "
+                          "cache for it (its forward is not marked compilable, or a layer type has no static layer); "
+                          "use cache='dynamic'")
     # The default on CUDA since it was measured (H200, 2026-12-01, scripts/gpu/check_decode.py part e, the
     # Llama-3.1-8B shape, batch 1: 176 tokens/s at 8k and 106 at 128k with the engine loop, against 13.5-17.5
     # with the dynamic cache); on CPU transformers compiles nothing, so the static cache would only cost memory.
-    kind = cache or ("static" if cuda and supported else "dynamic")
+    automatic = cuda and supported and static_expected(family, None)
+    kind = cache or ("static" if automatic else "dynamic")
     if compile_ and kind != "static":
         raise EngineError("compile=true needs cache='static' (transformers compiles decoding only over a static cache)")
     if compile_ and not cuda:
@@ -343,8 +372,11 @@ def choose_cache(model: Any, device: str, cache: Any, compile_: Any) -> tuple[st
         why = "requested"
     elif not cuda:
         why = "automatic: CPU"
-    elif supported:
+    elif automatic:
         why = "automatic: static and compiled on CUDA (measured faster on an H200); cache='dynamic' opts out"
+    elif supported and hybrid:
+        why = (f"automatic: {family}'s static, compiled decode is opt-in (cache='static') until a GPU run "
+               "measures it faster than the dynamic cache")
     else:
         why = f"automatic: {family} has no static, compilable cache here"
     return kind, compiled, why
