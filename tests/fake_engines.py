@@ -11,6 +11,8 @@ Environment knobs (the worker inherits them):
   file beside the log) raise a fatal CUDA error / an ordinary one;
 - ``LC_FAKE_NVML=1``: the worker's telemetry sees a fake GPU and a fake NVML, so the real sampler
   thread runs on a CPU machine;
+- ``LC_FAKE_WARMUP_S``: each ``generate`` first spends that many seconds in a span set aside
+  (``EngineTelemetry.outside``), as the hf engine compiles a new static-cache shape;
 - ``LC_FAKE_LOAD_RANK``: a file; the load starts a process that would live for ten minutes (a vLLM
   tensor-parallel rank holding a GPU), writes its pid there, and then fails, as vLLM 0.26 did on two
   H200s.
@@ -135,6 +137,9 @@ class FakeEngine(EngineTelemetry):
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingSettings) -> list[Completion]:
         self._event("generate", lengths=[len(p) for p in prompts])
         self._fail_once()
+        if os.environ.get("LC_FAKE_WARMUP_S"):
+            with self.outside():
+                time.sleep(float(os.environ["LC_FAKE_WARMUP_S"]))
         for p in prompts:
             self._fits(len(p) + sampling.max_new_tokens)
         return [Completion(text="A1", prompt_tokens=len(p), output_tokens=1, output_ids=(65,), ttft_s=1e-3,

@@ -116,7 +116,7 @@ def test_the_session_line_totals_compile_and_warm_up(tmp_path: Path, monkeypatch
     # the session reports what it cost (an engine that does not compile reports nothing)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     warmups = (30.5, 12.0, 0.0)
-    summaries = [{**s, "engine_settings": {"compile_warmup_s": w}} for s, w in zip(SUMMARIES, warmups, strict=False)]
+    summaries = [{**s, "warmup_s": w} for s, w in zip(SUMMARIES, warmups, strict=False)]
     summaries += [dict(s) for s in SUMMARIES[len(warmups):]]
     assert terminal_lines(tmp_path, summaries)[6] == (
         "engine loads: 0, 0.0 s (); compile and warm-up: 42.5 s (outside the timings); tests: 15.2 s")

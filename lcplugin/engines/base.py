@@ -8,9 +8,11 @@ never leak into time-to-first-token or decode speed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -98,6 +100,13 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass
+class Span:
+    """The seconds a span set aside took (filled when it ends)."""
+
+    seconds: float = 0.0
+
+
 class EngineTelemetry:
     """What every engine shares: per-test telemetry and giving device memory back on close."""
 
@@ -118,6 +127,25 @@ class EngineTelemetry:
         if telemetry is None:
             return {"why": {}, "peak_mem_what": self.peak_mem_what}
         return {**telemetry.end(), "peak_mem_what": self.peak_mem_what}
+
+    @contextlib.contextmanager
+    def outside(self) -> Iterator[Span]:
+        """A span that is not the test's work: compiling, capturing or warming up a shape the test is the first
+        to use. Timed after a synchronize; during a test its seconds come off the wall time (items/hour, the
+        crossover) and its energy off the test's, and the summary reports it as ``warmup_s``."""
+        from .telemetry import synchronize
+
+        span, telemetry = Span(), self._telemetry
+        mark = telemetry.mark() if telemetry is not None else None
+        synchronize()
+        start = time.perf_counter()
+        try:
+            yield span
+        finally:
+            synchronize()
+            span.seconds = time.perf_counter() - start
+            if telemetry is not None:
+                telemetry.set_aside(span.seconds, mark)
 
     def describe(self) -> dict[str, Any]:
         return {}

@@ -139,10 +139,9 @@ class HFEngine(EngineTelemetry):
             cache = StaticCache(config=self.model.config, max_cache_len=key[1])
             self._static = (key, cache)
             if self.compile:
-                telemetry.synchronize()
-                start = time.perf_counter()
                 ids = torch.full((batch, 8), self.pad_id, dtype=torch.long, device=self.device)
-                with torch.inference_mode(), decode.attention(self.model, self.decode_attention):
+                with self.outside() as span, torch.inference_mode(), decode.attention(self.model,
+                                                                                       self.decode_attention):
                     if self.decode_loop == "engine":  # the step the engine loop calls, traced as it calls it
                         decode.greedy_decode(self.model, ids, torch.ones_like(ids), cache, max_new_tokens=3,
                                              eos_ids=(), pad_id=self.pad_id, step=self._step())
@@ -150,8 +149,7 @@ class HFEngine(EngineTelemetry):
                         self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
                                             max_new_tokens=3, min_new_tokens=3, do_sample=False,
                                             pad_token_id=self.pad_id)
-                telemetry.synchronize()
-                self.compile_s += time.perf_counter() - start
+                self.compile_s += span.seconds
         cache = self._static[1]
         with torch.inference_mode():  # its tensors were made under inference mode
             cache.reset()

@@ -147,15 +147,15 @@ class MambaSSMEngine(EngineTelemetry):
 
         if self._graph_length is not None and self._graph_length >= max_length:
             return
-        if self._graph_length is None:
-            with torch.inference_mode():  # first call: Triton compiles and autotunes the prefill kernels
-                ids = torch.zeros((1, 2048), dtype=torch.long, device="cuda")
-                if self.chunk:
-                    self._prefill(ids, 1)
-                self.model(ids, num_last_tokens=1)
-        self.model._decoding_cache = update_graph_cache(
-            self.model, getattr(self.model, "_decoding_cache", None), 1, 1, max_length)
-        telemetry.synchronize()
+        with self.outside():
+            if self._graph_length is None:
+                with torch.inference_mode():  # first call: Triton compiles and autotunes the prefill kernels
+                    ids = torch.zeros((1, 2048), dtype=torch.long, device="cuda")
+                    if self.chunk:
+                        self._prefill(ids, 1)
+                    self.model(ids, num_last_tokens=1)
+            self.model._decoding_cache = update_graph_cache(
+                self.model, getattr(self.model, "_decoding_cache", None), 1, 1, max_length)
         self._graph_length = max_length
 
     def _chunked(self, tokens: int) -> bool:

@@ -109,6 +109,7 @@ class NvmlSampler:
         self.why: dict[str, str] = {}
         self.peak_device = self.peak_process = None
         self.energy_start = self.energy_end = None
+        self.energy_aside = 0.0  # joules spent in spans set aside (compile and warm-up), not the test's
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
@@ -163,6 +164,16 @@ class NvmlSampler:
         elif procs and self.peak_process is None:
             self.why["nvml_process_gb"] = "no NVML process entry matches this process (container PID namespace?)"
 
+    def energy_now(self) -> float | None:
+        """The card's energy counter (J), or None: where a span set aside begins."""
+        return self._energy() if self._thread is not None else None
+
+    def set_aside(self, since: float | None) -> None:
+        """Leave the energy spent since ``since`` (``energy_now``) out of the test's."""
+        now = self.energy_now()
+        if since is not None and now is not None:
+            self.energy_aside += now - since
+
     def _energy(self) -> float | None:
         try:
             return self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle) / 1000.0  # mJ -> J
@@ -190,7 +201,7 @@ class NvmlSampler:
             self._thread.join()
             self._sample()
             self.energy_end = self._energy()
-        energy = (self.energy_end - self.energy_start
+        energy = (self.energy_end - self.energy_start - self.energy_aside
                   if self.energy_start is not None and self.energy_end is not None else None)
         return {"nvml_device_gb": self.peak_device, "nvml_process_gb": self.peak_process, "energy_j": energy,
                 "why": dict(self.why)}
@@ -202,6 +213,18 @@ class TestTelemetry:
     def __init__(self) -> None:
         self._sampler: NvmlSampler | None = None
         self._rss_why: str | None = None
+        self.outside_s = 0.0  # seconds set aside: compile and warm-up of new shapes, not the test's work
+
+    def mark(self) -> float | None:
+        """Where a span set aside begins (the energy counter, where there is one)."""
+        return self._sampler.energy_now() if self._sampler is not None else None
+
+    def set_aside(self, seconds: float, mark: float | None) -> None:
+        """A span that was no part of the test's work: its seconds go to ``outside_s`` (the runner takes
+        them off the wall time) and its energy off the test's; its memory stays in the peaks (it was held)."""
+        self.outside_s += seconds
+        if self._sampler is not None:
+            self._sampler.set_aside(mark)
 
     def begin(self) -> None:
         reset_torch_peak()
@@ -225,5 +248,5 @@ class TestTelemetry:
         if self._rss_why:
             why["rss_peak_gb"] = self._rss_why
         rss = None if self._rss_why else round(rss_peak_gb(), 4)
-        return {"torch_peak_gb": torch_peak, **nv, "rss_peak_gb": rss,
+        return {"torch_peak_gb": torch_peak, **nv, "rss_peak_gb": rss, "warmup_s": self.outside_s,
                 "device": device_name(), "cpu_threads": cpu_threads(), "why": why}

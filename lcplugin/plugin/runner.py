@@ -190,6 +190,8 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
     wall = time.perf_counter() - started
     ran = len([r for r in records[resumed:] if not r.get("skipped")])  # the items this session's figures cover
     tele = worker.call("telemetry_end")
+    warmup = tele.get("warmup_s") or 0.0  # compile and warm-up the engine set aside: not the items' time
+    wall = max(0.0, wall - warmup)
     engine_settings = worker.call("describe")
     from ..results.store import slot_of
     from ..results.summary import carry_resumed, summarize
@@ -198,7 +200,7 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
         "benchmark": case.benchmark, "model": case.spec.name, "ctx": case.ctx, "ctx_label": ctx_label(case.ctx),
         "family": case.spec.family, "engine": config.engine, "test": case.id, "wall_s": wall,
         "trained_window": case.spec.trained_window, "beyond_window": beyond,
-        "items_run": ran, "test_key": test_key_,
+        "items_run": ran, "test_key": test_key_, "warmup_s": warmup,
         "worker": engines.worker, "engine_load_s": load_s,
         # peak_mem_gb is the torch allocator's peak, and peak_mem_what says what it holds under this engine
         # (under vLLM its whole KV-cache pool). NVML's device figure includes other processes and, under

@@ -151,10 +151,12 @@ FIGURES: tuple[Figure, ...] = (
     Figure("perplexity", "token perplexity (last 100 tokens)", "", "lower", plot="log",
            terminal=Column("ppl", ".2f", 8), markdown=Column("perplexity", ".3f"), recorded=True, tracked=True),
     Figure("bits_per_byte", "bits per byte (PG-19)", "bits/byte", "lower", recorded=True),
-    Figure("wall_s", "the test's wall time (s)", "s", "lower", terminal=Column("test_s", ".1f", 7),
+    Figure("wall_s", "the test's wall time, less compile and warm-up (s)", "s", "lower", terminal=Column("test_s", ".1f", 7),
            recorded=True, session=True),
     Figure("items_per_hour", "items finished per hour of wall time", "items/h", "higher", recorded=True,
            session=True),
+    Figure("warmup_s", "compile and warm-up of new shapes, left out of wall time and energy (s)", "s", "lower",
+           recorded=True, session=True),
     Figure("engine_load_s", "engine load paid by this test (s)", "s", "lower",
            terminal=Column("load_s", ".1f", 7)),
 )
