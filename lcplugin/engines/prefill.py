@@ -319,9 +319,12 @@ def static_length(tokens: int) -> int:
 
 
 # Hybrids whose transformers StaticCache holds every layer (KV rows for attention, fixed conv and SSM states for
-# Mamba) and whose forward transformers marks compilable: a static, compiled decode is possible for them, opt-in
-# (cache='static') until a GPU run measures it against the dynamic cache; those measured faster move here.
-HYBRID_STATIC_DEFAULT: frozenset[str] = frozenset()
+# Mamba) and whose forward transformers marks compilable can decode through a static, compiled step; it is their
+# default on CUDA once a GPU run measured it faster than the dynamic cache. H200, 2026-12-01, the suite side by
+# side (LongBench-v2, batch 1, random bf16 weights; BENCHMARKS.md, session 10), decode tokens/s at 8k / 128k:
+# Jamba-Reasoning-3B 12.2 / 12.9 dynamic, 207.7 / 207.8 static; Nemotron-H-8B 12.7 / 13.7 and 146.5 / 139.8.
+# Others (bamba, falcon_h1) stay opt-in (cache='static') until measured.
+HYBRID_STATIC_DEFAULT: frozenset[str] = frozenset({"jamba", "nemotron_h"})
 
 
 def static_cache_holds(config: Any) -> bool:
@@ -360,7 +363,8 @@ def choose_cache(model: Any, device: str, cache: Any, compile_: Any) -> tuple[st
                           "use cache='dynamic'")
     # The default on CUDA since it was measured (H200, 2026-12-01, scripts/gpu/check_decode.py part e, the
     # Llama-3.1-8B shape, batch 1: 176 tokens/s at 8k and 106 at 128k with the engine loop, against 13.5-17.5
-    # with the dynamic cache); on CPU transformers compiles nothing, so the static cache would only cost memory.
+    # with the dynamic cache; the hybrids above); on CPU transformers compiles nothing, so the static cache would
+    # only cost memory.
     automatic = cuda and supported and static_expected(family, None)
     kind = cache or ("static" if automatic else "dynamic")
     if compile_ and kind != "static":
