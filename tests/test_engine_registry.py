@@ -166,3 +166,21 @@ def test_markers_follow_the_engine_a_test_runs(pytester: pytest.Pytester) -> Non
     assert collected(pytester, *base, "-m", "engine_vllm", "--lc-engine", "vllm") == every
     assert collected(pytester, *base, "-m", "engine_hf", "--lc-engine", "vllm") == []
     assert collected(pytester, *base, "-m", "engine_hf") == every
+
+
+def test_vllm_tensor_parallel_on_cuda_turns_the_allreduce_norm_fusion_off_unless_the_spec_sets_it():
+    # two H200s, vLLM 0.26.0 + FlashInfer 0.6.14, multicast off: TP=2 died in compile_or_warm_up_model with an
+    # illegal memory access from the fused all-reduce + RMSNorm (benches/reference/runs/h200-vllm-tp2-worker-failure.log)
+    from lcplugin.engines.base import EngineConfig
+    from lcplugin.engines.vllm import llm_kwargs
+
+    config = EngineConfig(engine="vllm", model="m", source="/m", tokenizer="/m")
+    kwargs, why = llm_kwargs(config, {"tensor_parallel_size": 2}, cuda=True)
+    assert kwargs["compilation_config"] == {"pass_config": {"fuse_allreduce_rms": False}}
+    assert "fuse_allreduce_rms off" in why["compilation_config_why"] and "\n" not in why["compilation_config_why"]
+    for args, cuda in (({"tensor_parallel_size": 1}, True), ({}, True), ({"tensor_parallel_size": 2}, False)):
+        kwargs, why = llm_kwargs(config, args, cuda)
+        assert "compilation_config" not in kwargs and why == {}, (args, cuda)
+    own = {"tensor_parallel_size": 2, "compilation_config": {"mode": 0}}
+    kwargs, why = llm_kwargs(config, own, cuda=True)
+    assert kwargs["compilation_config"] == {"mode": 0} and why == {}  # the spec's own wins

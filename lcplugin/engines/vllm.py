@@ -44,6 +44,32 @@ from .registry import engine_entry
 WARMUP_TOKENS = 2048
 
 
+# vLLM 0.26 at its default optimization level fuses each tensor-parallel all-reduce with the next RMSNorm through
+# FlashInfer, whose default backend there ("mnnvl") builds its workspace on torch symmetric memory and writes
+# through its multicast pointer unchecked. Where multicast is off (TORCH_SYMM_MEM_DISABLE_MULTICAST=1, as on the
+# device machines) that pointer is 0: TP=2 on two H200s died in compile_or_warm_up_model with an illegal memory
+# access (benches/reference/runs/h200-vllm-tp2-worker-failure.log; the same versions upstream: vllm-project/vllm
+# #34948, #48071; the guard, PR #49043, postdates 0.26.0). Turning the fusion off keeps compile and CUDA graphs.
+TP_PASS_CONFIG = {"fuse_allreduce_rms": False}
+
+
+def llm_kwargs(config: EngineConfig, args: dict[str, Any], cuda: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    """The ``LLM`` arguments for ``config`` with the spec's engine args (they win), and the settings this
+    chose with why (every summary's ``engine_settings``)."""
+    kwargs: dict[str, Any] = {
+        "model": config.source, "tokenizer": config.tokenizer, "revision": config.revision,
+        "trust_remote_code": config.trust_remote_code, "enable_prefix_caching": False, "seed": 0,
+        "disable_log_stats": False, **args,
+    }
+    why: dict[str, str] = {}
+    if cuda and int(kwargs.get("tensor_parallel_size") or 1) > 1 and "compilation_config" not in args:
+        kwargs["compilation_config"] = {"pass_config": dict(TP_PASS_CONFIG)}
+        why["compilation_config_why"] = ("tensor_parallel_size > 1 on CUDA: fuse_allreduce_rms off (vLLM 0.26's "
+                                         "FlashInfer fusion crashed TP=2 on H200s without NVLink multicast); "
+                                         "engine_args.compilation_config replaces it")
+    return kwargs, why
+
+
 class VLLMEngine(EngineTelemetry):
     peak_mem_what = ("the torch CUDA allocator's peak during this test, including vLLM's whole KV-cache pool, "
                      "pre-allocated at load to fill gpu_memory_utilization of the card: not what this test used")
@@ -63,11 +89,7 @@ class VLLMEngine(EngineTelemetry):
         args["tensor_parallel_size"] = self.tp = engine_entry("vllm").gpus(args)
         self.ignore_eos = bool(args.pop("ignore_eos", False))
         warmup = args.pop("warmup", None)
-        kwargs: dict[str, Any] = {
-            "model": config.source, "tokenizer": config.tokenizer, "revision": config.revision,
-            "trust_remote_code": config.trust_remote_code, "enable_prefix_caching": False, "seed": 0,
-            "disable_log_stats": False, **args,
-        }
+        kwargs, self.settings_why = llm_kwargs(config, args, telemetry.cuda_available())
         if config.dtype != "auto":
             kwargs["dtype"] = config.dtype
         if config.max_model_len:
@@ -105,7 +127,7 @@ class VLLMEngine(EngineTelemetry):
         return time.perf_counter() - start
 
     def describe(self) -> dict[str, Any]:
-        return {"warmup_tokens": self.warmup_tokens, "warmup_s": round(self.warmup_s, 3)}
+        return {"warmup_tokens": self.warmup_tokens, "warmup_s": round(self.warmup_s, 3), **self.settings_why}
 
     def telemetry_begin(self) -> None:
         self._longest = 0

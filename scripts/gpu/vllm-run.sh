@@ -47,8 +47,8 @@ make('$shape', Path('$CKPT/$shape'), Path('$TOK/$tok'), device='${MAKE_DEVICE:-c
     grep -E "passed|failed|error" "$OUT/suite-$spec.log" | tail -2
     echo "== $spec: suite done at $((SECONDS - t0)) s"
     if grep -q -E "[0-9]+ (failed|errors?)" "$OUT/suite-$spec.log"; then  # the root cause is in the worker's log
-      for w in "$RUNS"/*/logs/worker-"$spec"-*.log; do
-        [ -f "$w" ] && grep -v -i warning "$w" | tail -200 > "$OUT/worker-$(basename "$w")"
+      for w in "$RUNS"/*/logs/worker-"$spec"-*.log; do  # whole: vLLM names its backends at the start, in WARNINGs too
+        [ -f "$w" ] && gzip -c "$w" > "$OUT/worker-$(basename "$w").gz"
       done
     fi
   fi
