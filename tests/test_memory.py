@@ -72,7 +72,7 @@ def test_estimate_within_15_percent_of_the_measured_peaks(shape):
 PAST_128K = {Path(__file__).parents[1] / f"benches/reference/runs/{name}.json": cells
              for name, cells in (("h200-past-128k-run1", 19), ("h200-past-128k-run2", 34),
                                  ("h200-ruler-128k-and-decode-suite", 34),
-                                 ("h200-hybrid-static-decode-and-batched-suite", 9))}
+                                 ("h200-hybrid-static-decode-and-batched-suite", 9), ("h200-hybrid-default-32k", 2))}
 
 
 @pytest.mark.parametrize("path", sorted(PAST_128K), ids=lambda p: p.stem)
