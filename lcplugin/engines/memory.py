@@ -154,14 +154,15 @@ def kv_bytes_per_token(config: Any, dtype_bytes: int) -> int:
 
 def _mamba_dims(config: Any) -> tuple[int, int, int, int] | None:
     """(d_inner, state elements, conv channels x window, in_proj width) of one Mamba layer, or None."""
+    from .prefill import mamba1_width, ssd_width
+
     t, h = config.model_type, config.hidden_size
-    if t in MAMBA1 or t == "jamba":
-        d_inner = int(_get(config, "intermediate_size") if t in MAMBA1 else config.mamba_expand * h)
+    width = mamba1_width(config)  # Mamba-1 mixers (mamba, falcon_mamba, jamba): in_proj is 2 * d_inner
+    if width is not None:
+        d_inner = width // 2
         state = int(_get(config, "state_size", "mamba_d_state"))
         conv = int(_get(config, "conv_kernel", "mamba_d_conv", default=4))
-        return d_inner, d_inner * state, d_inner * conv, 2 * d_inner
-    from .prefill import ssd_width
-
+        return d_inner, d_inner * state, d_inner * conv, width
     width = ssd_width(config)
     if width is None:
         return None
