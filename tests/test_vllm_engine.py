@@ -199,9 +199,14 @@ def test_scoring_reads_ids_beyond_the_tokenizers_vocabulary(tmp_path, monkeypatc
     assert got.nll == pytest.approx(hf.loglikelihood(beyond, 6).nll, rel=1e-4)
 
 
-def test_the_gpu_agreement_check_runs_on_cpu(tmp_path):
+YARN = '{"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256}'
+
+
+@pytest.mark.parametrize("rope", [None, YARN], ids=["native", "yarn"])
+def test_the_gpu_agreement_check_runs_on_cpu(tmp_path, rope):
     # scripts/gpu/check_vllm_agreement.py, as the device runs it, on a tiny model in fp32: every figure it
-    # reports says "agree", vLLM's prefill and decode included
+    # reports says "agree", vLLM's prefill and decode included; with YaRN (Qwen2.5's, given to vLLM through
+    # hf_overrides and to transformers through its config) over a 512-token prompt, past the original 256
     import subprocess
     import sys
 
@@ -210,10 +215,15 @@ def test_the_gpu_agreement_check_runs_on_cpu(tmp_path):
     out = tmp_path / "agree.json"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(REPO)}
     run = subprocess.run([sys.executable, str(REPO / "scripts/gpu/check_vllm_agreement.py"), str(materialize("tiny-llama")),
-                          str(out), "--ctx", "512", "--new", "16", "--dtype", "float32"],
+                          str(out), "--ctx", "512", "--new", "16", "--dtype", "float32", *(["--rope", rope] if rope else [])],
                          capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    got = json.loads(out.read_text())["contexts"]["512"]
+    result = json.loads(out.read_text())
+    got = result["contexts"]["512"]
+    if rope:  # both engines really loaded YaRN: an agreement of two native RoPEs would say nothing of it
+        for engine in ("vllm_rope", "hf_rope"):
+            loaded = result[engine]
+            assert loaded["rope_type"] == "yarn" and loaded["factor"] == 4.0, (engine, loaded)
     assert got["identical_tokens"] == got["compared"] == 16 and got["first_difference"] is None
     assert abs(got["chosen_logprob_mean_diff"]) < 1e-3 and got["nll_rel_diff"] < 1e-4
     assert abs(got["vllm_prefill_vs_decode_mean_diff"]) < 1e-3

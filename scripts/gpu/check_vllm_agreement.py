@@ -112,7 +112,9 @@ def main() -> int:
                            # vLLM's prefill on its own tokens: against its decode's log-probabilities, it
                            # tells which engine a disagreement with transformers is in
                            "nll_self_prefill": vllm.loglikelihood(prompts[c] + ids, len(ids)).nll}
-        Path(args.vllm_only).write_text(json.dumps({"load_s": load_s, "contexts": got}))
+        hf_config = vllm.llm.llm_engine.model_config.hf_config  # the rope vLLM loaded (hf_overrides applied)
+        loaded = getattr(hf_config, "rope_parameters", None) or getattr(hf_config, "rope_scaling", None)
+        Path(args.vllm_only).write_text(json.dumps({"load_s": load_s, "contexts": got, "rope": loaded}, default=str))
         return 0
     import subprocess
     import tempfile
@@ -124,13 +126,14 @@ def main() -> int:
             print(f"vLLM's half failed (exit {child.returncode}); see its output above", file=sys.stderr)
             return 1
         done = json.loads(half.read_text())
-    result["vllm_load_s"] = done["load_s"]
+    result["vllm_load_s"], result["vllm_rope"] = done["load_s"], done.get("rope")
     got = {int(c): v for c, v in done["contexts"].items()}
     from lcplugin.engines.hf import HFEngine
 
     t0 = time.perf_counter()
     hf = HFEngine(config("hf"))
     result["hf_load_s"] = time.perf_counter() - t0
+    result["hf_rope"] = getattr(hf.model.config, "rope_parameters", None)  # what transformers loaded
     for c in contexts:
         try:
             mine = hf.generate([prompts[c]], SamplingSettings(max_new_tokens=args.new))[0].output_ids

@@ -7,6 +7,8 @@
 #   bash scripts/gpu/vllm-run.sh llama-3.1-8b-vllm:llama-3.1-8b:llama3.1 [SPEC:SHAPE:TOKENIZER ...]
 # Each model: checkpoint written, suite run, agreement check, checkpoint deleted (disk). Figures and
 # logs under $OUT. AGREE_CTX (default 8k,32k; "" skips), SUITE (0 skips), CTX, LIMIT, PG19_WINDOWS choose the work.
+# AGREE_ROPE: rope parameters (JSON) for both engines in the agreement check, e.g. Qwen's YaRN, which the suite
+# applies only past 32k: '{"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}'.
 # KEEP_CKPT=1 keeps the checkpoint for the next run (and reuses one already there): the same weights side by side.
 # vLLM is loaded once per model at max_model_len MAX_LEN (131072) (compiled and captured once, not per context).
 set -uo pipefail
@@ -54,7 +56,7 @@ make('$shape', Path('$CKPT/$shape'), Path('$TOK/$tok'), device='${MAKE_DEVICE:-c
   fi
   if [ -n "$AGREE_CTX" ]; then
     timeout 420 python3 scripts/gpu/check_vllm_agreement.py "$CKPT/$shape" "$OUT/agree-$spec.json" \
-      --ctx "$AGREE_CTX" --text "$BOOKS/doc-0.txt" > "$OUT/agree-$spec.log" 2>&1
+      --ctx "$AGREE_CTX" --text "$BOOKS/doc-0.txt" ${AGREE_ROPE:+--rope "$AGREE_ROPE"} > "$OUT/agree-$spec.log" 2>&1
     grep '^{' "$OUT/agree-$spec.log" | cut -c1-400
     echo "== $spec: agreement done at $((SECONDS - t0)) s"
   fi
