@@ -103,7 +103,6 @@ class HFEngine(EngineTelemetry):
         self.decode_loop, self.decode_loop_why = decode.choose_loop(
             self.model, requested_loop, self.eos_ids, compiled=self.cache_kind == "static" and self.compile)
         self._static: tuple[tuple[int, int], Any] | None = None  # (batch, rows) -> the one static cache kept
-        self.compile_s = 0.0  # compile and warm-up of this test's new cache shapes, outside every timing
         self._batch_counter = 0
         self.chunked_sequences = 0  # of the current test: proof in each summary that chunking happened
         if self.device.startswith("cuda"):  # CUDA context, cuBLAS handles, kernels: before any timing
@@ -140,8 +139,8 @@ class HFEngine(EngineTelemetry):
             self._static = (key, cache)
             if self.compile:
                 ids = torch.full((batch, 8), self.pad_id, dtype=torch.long, device=self.device)
-                with self.outside() as span, torch.inference_mode(), decode.attention(self.model,
-                                                                                       self.decode_attention):
+                # set aside (EngineTelemetry.outside): off the test's wall time and energy, reported as warmup_s
+                with self.outside(), torch.inference_mode(), decode.attention(self.model, self.decode_attention):
                     if self.decode_loop == "engine":  # the step the engine loop calls, traced as it calls it
                         decode.greedy_decode(self.model, ids, torch.ones_like(ids), cache, max_new_tokens=3,
                                              eos_ids=(), pad_id=self.pad_id, step=self._step())
@@ -149,7 +148,6 @@ class HFEngine(EngineTelemetry):
                         self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
                                             max_new_tokens=3, min_new_tokens=3, do_sample=False,
                                             pad_token_id=self.pad_id)
-                self.compile_s += span.seconds
         cache = self._static[1]
         with torch.inference_mode():  # its tensors were made under inference mode
             cache.reset()
@@ -262,7 +260,6 @@ class HFEngine(EngineTelemetry):
 
     def telemetry_begin(self) -> None:
         self.chunked_sequences = 0
-        self.compile_s = 0.0
         super().telemetry_begin()
 
     def describe(self) -> dict[str, Any]:
@@ -270,7 +267,7 @@ class HFEngine(EngineTelemetry):
                                        self.decode_attention)
         return {"prefill_chunk": self.prefill_chunk, "prefill_chunk_why": self.prefill_why,
                 "prefill_chunked_sequences": self.chunked_sequences, "cache": self.cache_kind,
-                "compile": self.compile, "cache_why": self.cache_why, "compile_warmup_s": self.compile_s,
+                "compile": self.compile, "cache_why": self.cache_why,
                 "decode_attention": self.decode_attention, "decode_loop": self.decode_loop,
                 "decode_loop_why": self.decode_loop_why, "decode_path": path, "decode_path_why": why}
 
