@@ -202,11 +202,11 @@ def test_scoring_reads_ids_beyond_the_tokenizers_vocabulary(tmp_path, monkeypatc
 YARN = '{"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256}'
 
 
-@pytest.mark.parametrize("rope", [None, YARN], ids=["native", "yarn"])
-def test_the_gpu_agreement_check_runs_on_cpu(tmp_path, rope):
+def test_the_gpu_agreement_check_runs_on_cpu(tmp_path):
     # scripts/gpu/check_vllm_agreement.py, as the device runs it, on a tiny model in fp32: every figure it
-    # reports says "agree", vLLM's prefill and decode included; with YaRN (Qwen2.5's, given to vLLM through
-    # hf_overrides and to transformers through its config) over a 512-token prompt, past the original 256
+    # reports says "agree", vLLM's prefill and decode included. With YaRN (Qwen2.5's, given to vLLM through
+    # hf_overrides and to transformers through its config) over a 512-token prompt, past the original 256:
+    # native RoPE's agreement is test_vllm_and_transformers_agree_token_for_token's, so one vLLM load serves both
     import subprocess
     import sys
 
@@ -215,15 +215,14 @@ def test_the_gpu_agreement_check_runs_on_cpu(tmp_path, rope):
     out = tmp_path / "agree.json"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(REPO)}
     run = subprocess.run([sys.executable, str(REPO / "scripts/gpu/check_vllm_agreement.py"), str(materialize("tiny-llama")),
-                          str(out), "--ctx", "512", "--new", "16", "--dtype", "float32", *(["--rope", rope] if rope else [])],
+                          str(out), "--ctx", "512", "--new", "16", "--dtype", "float32", "--rope", YARN],
                          capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
     got = result["contexts"]["512"]
-    if rope:  # both engines really loaded YaRN: an agreement of two native RoPEs would say nothing of it
-        for engine in ("vllm_rope", "hf_rope"):
-            loaded = result[engine]
-            assert loaded["rope_type"] == "yarn" and loaded["factor"] == 4.0, (engine, loaded)
+    for engine in ("vllm_rope", "hf_rope"):  # both loaded YaRN: two native RoPEs agreeing would say nothing of it
+        loaded = result[engine]
+        assert loaded["rope_type"] == "yarn" and loaded["factor"] == 4.0, (engine, loaded)
     assert got["identical_tokens"] == got["compared"] == 16 and got["first_difference"] is None
     assert abs(got["chosen_logprob_mean_diff"]) < 1e-3 and got["nll_rel_diff"] < 1e-4
     assert abs(got["vllm_prefill_vs_decode_mean_diff"]) < 1e-3
