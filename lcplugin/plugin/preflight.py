@@ -29,7 +29,6 @@ from ..engines.registry import engine_entry
 
 FREE_ENV = "LCPLUGIN_FREE_GIB"
 _MODELS: dict[tuple[str, str | None, str, int], ModelMemory] = {}  # per checkpoint, dtype and chunk: once
-_CONFIGS: dict[tuple[str, str | None, str, int], Any] = {}  # the transformers config each was read from
 
 
 def _chunk(config: EngineConfig, folder: Path, device: str) -> tuple[int, Any]:
@@ -63,12 +62,12 @@ def estimate(case: Case, session: LcSession, config: EngineConfig, device: str) 
     chunk, hf = _chunk(config, folder, device)
     key = (str(folder), config.revision, config.dtype, chunk)
     if key not in _MODELS:
-        _MODELS[key], _CONFIGS[key] = model_memory(folder, config.dtype, chunk, hf), hf
+        _MODELS[key] = model_memory(folder, config.dtype, chunk, hf)
     bench = get_benchmark(case.benchmark, session.settings.bench)
     model, entry = _MODELS[key], engine_entry(config.engine)
     if not entry.counts_activations:  # before the peak moment is chosen: the cache alone
         model = replace(model, act_per_token=0)
-    family = getattr(_CONFIGS.get(key), "model_type", "")
+    family = getattr(hf, "model_type", "")  # hf: the config _chunk read (None under mamba_ssm, which has no bucket)
     if entry.kv_bucket and device.startswith("cuda") and static_expected(family, config.engine_args.get("cache")):
         model = replace(model, kv_bucket=entry.kv_bucket)  # the static cache the engine picks on CUDA
     tokens = bench.context_window(case.ctx, case.spec.window_at(case.ctx))

@@ -200,7 +200,7 @@ def _run(case: Case, session: LcSession, run: RunFolder, caches: SessionCaches, 
         "benchmark": case.benchmark, "model": case.spec.name, "ctx": case.ctx, "ctx_label": ctx_label(case.ctx),
         "family": case.spec.family, "engine": config.engine, "test": case.id, "wall_s": wall,
         "trained_window": case.spec.trained_window, "beyond_window": beyond,
-        "items_run": ran, "test_key": test_key_, "warmup_s": warmup,
+        "items_run": ran, "test_key": test_key_,
         "worker": engines.worker, "engine_load_s": load_s,
         # peak_mem_gb is the torch allocator's peak, and peak_mem_what says what it holds under this engine
         # (under vLLM its whole KV-cache pool). NVML's device figure includes other processes and, under
