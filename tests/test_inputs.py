@@ -102,3 +102,24 @@ def test_budget_is_longbench_v2s_alone():
     for bench in BENCHMARKS:
         same = quality_settings(_inputs(bench)) == quality_settings(_inputs(bench, bench=BenchOptions(budget="official")))
         assert same == (bench != "longbench_v2"), bench
+
+
+def test_a_new_item_generator_refuses_the_old_generators_baselines(tmp_path, monkeypatch):
+    """RULER's items are made by code, and its data source's digest names no version of it: a changed
+    generator must not be gated item by item against the old one's prompts. Version 1 keys nothing (results
+    made before the version existed keep their keys); a raised one keys records and baselines, by name."""
+    from lcplugin.benchmarks.ruler import Ruler
+
+    name = "ruler_niah_single_1"
+    before = _inputs(name)
+    assert "items_version" not in before
+    summary = {"n": 1, "correct": 1, "nulls": 0, "accuracy": 1.0, "null_rate": 0.0, "device": "cpu"}
+    baselines.record(tmp_path, "m", name, 1024, summary, "cpu", settings=quality_settings(before))
+    monkeypatch.setattr(Ruler, "items_version", 2)
+    after = _inputs(name)
+    assert test_key(after) != test_key(before) and after["items_version"] == 2
+    verdict = baselines.judge(tmp_path, "m", name, 1024, summary, settings=quality_settings(after))
+    assert verdict.status == "refused"
+    assert "items_version: absent in the baseline, 2 now (the benchmark's items_version" in verdict.failures[0]
+    assert _inputs("ruler_vt", 2048)["items_version"] == 2  # every RULER task shares the generator's version
+    assert "items_version" not in _inputs("longbench_v2")

@@ -195,6 +195,11 @@ class Benchmark:
     # items it makes itself (RULER): with no --lc-data its source is "generated", never the hub, whatever
     # the spec's default_data says (a synthetic default stays synthetic: the offline default's form)
     generates_items: bool = False
+    # the version of the code that makes its items and prompts from the data (a generator, a template). Raised
+    # when that code changes what a model reads: it then keys results and baselines, so a baseline of the old
+    # items is refused by name instead of gated item by item against other prompts. 1 keys nothing, so the
+    # results made before versions existed keep their keys (RULER's is pinned by tests/test_ruler_items.py).
+    items_version: int = 1
     # its prompts go to the engine's generate, which may read several together (the memory preflight prices that
     # batch); False: scored one sequence at a time (PG-19's windows)
     batched: bool = True
@@ -243,7 +248,8 @@ class Benchmark:
         """What of the run's options (``readable``) a test's result at ``ctx`` depends on (config/inputs.py):
         those the benchmark ``reads``. A benchmark whose option acts only at some contexts records its effect
         there alone, so results made before the option existed keep their keys."""
-        return {name: value for name, value in readable.items() if name in self.reads}
+        out = {name: value for name, value in readable.items() if name in self.reads}
+        return {**out, "items_version": self.items_version} if self.items_version > 1 else out
 
     def context_window(self, ctx: int, model_window: int) -> int:
         """The longest prompt plus generation this benchmark sends in a test at ``ctx`` tokens, on a

@@ -115,6 +115,8 @@ def _hint(name: str) -> str:
         return f"the spec's {name}"
     if name == "engine":
         return "--lc-engine or the spec's engine"
+    if name == "items_version":
+        return "the benchmark's items_version: its generator or templates changed, so the items differ"
     return "--lc-" + name.replace("_", "-")
 
 
