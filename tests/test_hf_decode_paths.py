@@ -191,10 +191,12 @@ def test_engine_loop_refusals_are_one_line():
         _engine(decode_attention="flash")
     model = AutoModelForCausalLM.from_pretrained(str(materialize("tiny-llama")), dtype=torch.float32)
     assert decode.choose_loop(model, "engine", [1])[0] == "engine"
-    model.generation_config.repetition_penalty = 1.05  # as Qwen2.5's generation config
+    model.generation_config.repetition_penalty = 1.05  # as Qwen2.5's: the engine turns it off (decode.NOT_APPLIED)
+    assert decode.choose_loop(model, "engine", [1])[0] == "engine"
+    model.generation_config.suppress_tokens = [5]  # a processor the loop does not apply
     with pytest.raises(EngineError) as info:
         decode.choose_loop(model, "engine", [1])
-    assert "\n" not in str(info.value) and "RepetitionPenaltyLogitsProcessor" in str(info.value)
+    assert "\n" not in str(info.value) and "SuppressTokensLogitsProcessor" in str(info.value)
 
 
 def test_the_engine_loop_is_the_default_over_a_compiled_static_cache_where_it_applies():
@@ -206,9 +208,9 @@ def test_the_engine_loop_is_the_default_over_a_compiled_static_cache_where_it_ap
     assert decode.choose_loop(model, None, [1], compiled=True)[0] == "engine"
     assert decode.choose_loop(model, None, [1], compiled=False) == (
         "generate", "automatic: the engine loop runs by default over a compiled static cache only")
-    model.generation_config.repetition_penalty = 1.05  # the default falls back, with the reason; a request refuses
+    model.generation_config.suppress_tokens = [5]  # the default falls back, with the reason; a request refuses
     loop, why = decode.choose_loop(model, None, [1], compiled=True)
-    assert loop == "generate" and "RepetitionPenaltyLogitsProcessor" in why
+    assert loop == "generate" and "SuppressTokensLogitsProcessor" in why
     mamba2 = AutoModelForCausalLM.from_pretrained(str(materialize("tiny-mamba2")), dtype=torch.float32)
     loop, why = decode.choose_loop(mamba2, None, [1], compiled=True)
     assert loop == "generate" and "'mamba2'" in why
@@ -276,3 +278,30 @@ def test_the_static_cache_is_the_hybrids_default_on_cuda_and_refused_where_trans
         assert (kind, compiled) == ("static", True) and why.startswith("automatic: static and compiled"), name
         assert choose_cache(model, "cpu", None, None)[:2] == ("dynamic", False)
         assert choose_cache(model, "cuda", "dynamic", None) == ("dynamic", False, "requested")
+
+
+def test_a_models_generation_config_penalty_is_not_applied_and_is_named(tmp_path):
+    """The suite's sampling is the whole decoding, as in vLLM's engine (its offline API ignores a model's
+    generation config): Qwen2.5's repetition_penalty 1.05 was applied by hf alone, so the two engines
+    measured different decodings of one model, and the result's key (its sampling) did not say so."""
+    import json
+    import shutil
+
+    folder = tmp_path / "tiny-llama-penalised"
+    shutil.copytree(materialize("tiny-llama"), folder)
+    gen = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**gen, "repetition_penalty": 1.3}))
+
+    def engine() -> HFEngine:
+        return HFEngine(EngineConfig(engine="hf", model="tiny-llama", source=str(folder), tokenizer=str(folder),
+                                     dtype="float32", engine_args={"ignore_eos": True}))
+
+    assert _outputs(engine(), _prompts()) == _reference()  # the penalty would move these nearly flat logits
+    penalised, plain = engine(), _engine()
+    try:
+        assert penalised.describe()["generation_config_not_applied"] == {"repetition_penalty": 1.3}
+        assert "generation_config_not_applied" not in plain.describe()
+        assert decode.choose_loop(penalised.model, "engine", [1])[0] == "engine"  # nothing left it cannot apply
+    finally:
+        penalised.close()
+        plain.close()

@@ -46,6 +46,17 @@ DECODE_ATTN = "lcplugin_decode_sdpa"
 ATTENTIONS = ("gqa", "transformers")
 LOOPS = ("generate", "engine")
 _ALLOWED_PROCESSORS = frozenset({"MinNewTokensLengthLogitsProcessor"})  # the engine loop applies it itself
+# Entries of a model's generation config that would add a logits processor to the suite's decoding, with the
+# values that turn them off. The suite's sampling is the whole decoding, keyed in every result, and the vllm
+# engine's offline API ignores a generation config: applied by hf alone (Qwen2.5's repetition_penalty 1.05),
+# one model would be decoded two ways. hf passes these to generate; its summary names what it left out.
+NOT_APPLIED = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
+
+
+def not_applied(model: Any) -> dict[str, Any]:
+    """The model's generation-config entries of NOT_APPLIED that would have acted."""
+    gen = getattr(model, "generation_config", None)
+    return {k: v for k, off in NOT_APPLIED.items() if (v := getattr(gen, k, None)) not in (None, off)}
 
 
 # -- attention ------------------------------------------------------------------------------------
@@ -139,12 +150,13 @@ def decode_path(model: Any, cache: str, compiled: bool, loop: str, attn: str) ->
 
 
 def extra_processors(model: Any, eos_ids: Sequence[int]) -> list[str] | None:
-    """Logits processors generate would add for greedy decoding besides min_new_tokens (the model's
-    generation config may carry e.g. a repetition penalty); None when transformers cannot tell."""
+    """Logits processors generate would add for greedy decoding besides min_new_tokens, with NOT_APPLIED
+    turned off as the engine does (a generation config may carry e.g. suppressed tokens); None when
+    transformers cannot tell."""
     try:
         cfg, _ = model._prepare_generation_config(
             None, do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None, min_new_tokens=1,
-            max_new_tokens=8, eos_token_id=list(eos_ids) or None, pad_token_id=0)
+            max_new_tokens=8, eos_token_id=list(eos_ids) or None, pad_token_id=0, **NOT_APPLIED)
         model._prepare_special_tokens(cfg, True, device=model.device)
         found = model._get_logits_processor(generation_config=cfg, input_ids_seq_length=8, device=model.device)
     except (AttributeError, TypeError, ValueError):  # private API: a transformers that moved it

@@ -182,7 +182,7 @@ class HFEngine(EngineTelemetry):
         kwargs: dict[str, Any] = {
             "max_new_tokens": sampling.max_new_tokens, "min_new_tokens": 1,
             "eos_token_id": None if self.ignore_eos else (self.eos_ids or None), "pad_token_id": self.pad_id,
-            "num_beams": 1, "top_p": 1.0, "top_k": 0,
+            "num_beams": 1, "top_p": 1.0, "top_k": 0, **decode.NOT_APPLIED,
         }
         if sampling.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
@@ -269,7 +269,8 @@ class HFEngine(EngineTelemetry):
                 "prefill_chunked_sequences": self.chunked_sequences, "cache": self.cache_kind,
                 "compile": self.compile, "cache_why": self.cache_why,
                 "decode_attention": self.decode_attention, "decode_loop": self.decode_loop,
-                "decode_loop_why": self.decode_loop_why, "decode_path": path, "decode_path_why": why}
+                "decode_loop_why": self.decode_loop_why, "decode_path": path, "decode_path_why": why,
+                **({"generation_config_not_applied": left} if (left := decode.not_applied(self.model)) else {})}
 
     def close(self) -> None:
         self.release("model")
