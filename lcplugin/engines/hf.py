@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import decode, prefill, telemetry
+from . import decode, fixes, prefill, telemetry
 from .base import Completion, EngineConfig, EngineTelemetry, LogLikelihood, SamplingSettings
 from .registry import engine_entry
 
@@ -93,6 +93,7 @@ class HFEngine(EngineTelemetry):
             else:
                 raise
         self.model.to(self.device).eval()
+        self.model_fixes = fixes.apply(self.model)
         gen = self.model.generation_config
         eos = gen.eos_token_id if gen.eos_token_id is not None else self.tokenizer.eos_token_id
         self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
@@ -270,7 +271,8 @@ class HFEngine(EngineTelemetry):
                 "compile": self.compile, "cache_why": self.cache_why,
                 "decode_attention": self.decode_attention, "decode_loop": self.decode_loop,
                 "decode_loop_why": self.decode_loop_why, "decode_path": path, "decode_path_why": why,
-                **({"generation_config_not_applied": left} if (left := decode.not_applied(self.model)) else {})}
+                **({"generation_config_not_applied": left} if (left := decode.not_applied(self.model)) else {}),
+                **({"model_fixes": self.model_fixes} if self.model_fixes else {})}
 
     def close(self) -> None:
         self.release("model")
