@@ -6,6 +6,7 @@ Mamba-2 with several groups: the reference below is mamba-ssm's ``rms_norm_ref``
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,8 @@ def mamba_ssm_norm(x, z, weight, group_size: int, eps: float):
     return g.view(x.shape) * weight.float()
 
 
-def _engine(tmp_path, groups: int) -> HFEngine:
+def grouped_mamba2(tmp_path: Path, groups: int) -> Path:
+    """tiny-mamba2's shape with ``groups`` groups, random weights, saved with its tokenizer."""
     from transformers import AutoConfig, Mamba2ForCausalLM
 
     tiny = materialize("tiny-mamba2")
@@ -36,6 +38,11 @@ def _engine(tmp_path, groups: int) -> HFEngine:
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         if (tiny / name).exists():
             shutil.copy(tiny / name, folder / name)
+    return folder
+
+
+def _engine(tmp_path: Path, groups: int) -> HFEngine:
+    folder = grouped_mamba2(tmp_path, groups)
     return HFEngine(EngineConfig(engine="hf", model=folder.name, source=str(folder), tokenizer=str(folder),
                                  dtype="float32", engine_args={"ignore_eos": True}))
 
