@@ -301,7 +301,7 @@ class Ruler(GenerationBenchmark):
         return ctx  # a sample's seed is (task, context, index)
 
     generates_items = True
-    items_version = 1  # raise it when the prompts change: tests/test_ruler_items.py pins each version's
+    items_version = 1  # raised when the prompts change: tests/test_ruler_items.py pins each version's prompts
 
     def haystack_source(self, source: DataSource) -> str | None:
         """Where the essay haystack comes from: a file, the shared texts by default, or noise (offline default);
