@@ -134,6 +134,7 @@ def main() -> int:
     hf = HFEngine(config("hf"))
     result["hf_load_s"] = time.perf_counter() - t0
     result["hf_rope"] = getattr(hf.model.config, "rope_parameters", None)  # what transformers loaded
+    result["hf_model_fixes"] = hf.model_fixes  # corrections to transformers the reference ran with (fixes.py)
     for c in contexts:
         try:
             mine = hf.generate([prompts[c]], SamplingSettings(max_new_tokens=args.new))[0].output_ids
