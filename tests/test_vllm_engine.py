@@ -236,6 +236,7 @@ def test_the_gpu_agreement_check_runs_on_cpu(tmp_path):
     for engine in ("vllm_rope", "hf_rope"):  # both loaded YaRN: two native RoPEs agreeing would say nothing of it
         loaded = result[engine]
         assert loaded["rope_type"] == "yarn" and loaded["factor"] == 4.0, (engine, loaded)
+    assert result["hf_model_fixes"] == []  # what the reference corrected, said in the raw figures (none for Llama)
     assert got["identical_tokens"] == got["compared"] == 16 and got["first_difference"] is None
     assert abs(got["chosen_logprob_mean_diff"]) < 1e-3 and got["nll_rel_diff"] < 1e-4
     assert abs(got["vllm_prefill_vs_decode_mean_diff"]) < 1e-3
